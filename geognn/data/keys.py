@@ -1,0 +1,67 @@
+"""Every tensor name geognn uses, with its shape, dtype and units.
+
+This file is the single place where the conventions are written down. Other
+modules import the names from here instead of spelling string literals.
+
+Units
+-----
+energy eV, length Å, forces eV/Å, stress eV/Å³ (ASE's sign convention:
+``stress = (1/V) dE/dstrain``). Dataset loaders convert from their source
+units (QM9 ships Hartree, Bohr, Debye) and say so in their docstrings.
+
+Edge direction
+--------------
+``edge_index`` follows PyG's ``source_to_target`` flow::
+
+    j = edge_index[0]   # sender (source)
+    i = edge_index[1]   # receiver (target): messages are aggregated here
+
+    edge_vec = pos[j] - pos[i] + edge_shift @ cell[batch[j]]
+
+so ``edge_vec`` points from the receiver to the sender, and for periodic
+systems ``edge_shift`` holds the integer lattice translation applied to the
+sender's image. Every edge appears in both directions. ``tests/graph`` checks
+this direction once; nothing else re-derives it.
+
+Shapes below use N atoms, E edges and B structures in a batch.
+"""
+
+# ---- per-structure inputs (what `geognn.data.atoms_to_data` produces) ----
+ATOMIC_NUMBERS = "z"  # [N] long, 1 <= z <= 118
+POSITIONS = "pos"  # [N, 3] float, Å
+CELL = "cell"  # [B, 3, 3] float, Å, lattice vectors as rows; periodic systems only
+PBC = "pbc"  # [B, 3] bool; periodic systems only
+BATCH = "batch"  # [N] long, structure index of each atom (added by PyG's Batch)
+PTR = "ptr"  # [B + 1] long, offsets of each structure's atoms (added by PyG's Batch)
+
+# ---- graph (what `geognn.graph` produces) ----
+EDGE_INDEX = "edge_index"  # [2, E] long, (sender j, receiver i)
+EDGE_SHIFT = "edge_shift"  # [E, 3] float holding integers, lattice image of the sender
+EDGE_VECTORS = "edge_vec"  # [E, 3] float, pos[j] - pos[i] + edge_shift @ cell, Å
+EDGE_LENGTHS = "edge_len"  # [E] float, |edge_vec|, Å
+
+# ---- model outputs ----
+ENERGY = "energy"  # [B] eV
+NODE_ENERGY = "node_energy"  # [N] eV, per-atom energies; ENERGY is their sum (their mean for a "mean" readout)
+FORCES = "forces"  # [N, 3] eV/Å, -dE/dpos
+STRESS = "stress"  # [B, 3, 3] eV/Å³, (1/V) dE/dstrain; periodic systems only
+UPDATED_POSITIONS = "pos_updated"  # [N, 3] Å, coordinates after coordinate-updating layers (EGNN)
+
+# How each model input and output transforms under rotations, reflections,
+# translations and atom permutations; `geognn.testing.assert_equivariant`
+# reads these. The form is "<indexing>:<type>": indexing "node" is permuted
+# with the atoms, "graph" and "edge" are not; type "scalar" is invariant,
+# "vector" rotates (x -> R x), "position" rotates and translates, "rank2"
+# transforms as R X R^T.
+TRANSFORMS = {
+    ATOMIC_NUMBERS: "node:scalar",
+    POSITIONS: "node:position",
+    CELL: "graph:vector",
+    PBC: "graph:scalar",
+    BATCH: "node:scalar",
+    ENERGY: "graph:scalar",
+    NODE_ENERGY: "node:scalar",
+    FORCES: "node:vector",
+    STRESS: "graph:rank2",
+    UPDATED_POSITIONS: "node:position",
+}

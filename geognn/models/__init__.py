@@ -1,0 +1,21 @@
+"""Energy models and their registry.
+
+``build_model("egnn")`` gives a small working model; keyword arguments
+override fields of the model's config dataclass (``MODELS[name].Config``).
+"""
+
+from __future__ import annotations
+
+from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
+from geognn.models.egnn import EGNN, EGNNConfig
+from geognn.nn.mlp import lookup
+
+MODELS: dict[str, type[EnergyModel]] = {"egnn": EGNN}
+
+
+def build_model(name: str, **kwargs) -> EnergyModel:
+    """Construct ``MODELS[name]`` from plain values; unknown names or options raise ValueError."""
+    return lookup(MODELS, name, "model").from_config(kwargs)
+
+
+__all__ = ["MODELS", "build_model", "EnergyModel", "EnergyModelConfig", "AtomGraph", "EGNN", "EGNNConfig"]

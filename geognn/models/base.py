@@ -1,0 +1,173 @@
+"""What every energy model shares: graph building, readout, forces and stress.
+
+A model subclasses `EnergyModel`, declares a config dataclass derived from
+`EnergyModelConfig`, and implements `atomic_energies`. The base class turns
+a PyG `Data`/`Batch` into a graph, sums per-atom energies, and differentiates
+for forces (-dE/dpos) and stress ((1/V) dE/dstrain).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, NamedTuple, Optional
+
+import torch
+from ase.data import chemical_symbols
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+from geognn._checks import check_positions
+from geognn.data import keys
+from geognn.graph import edge_vectors, lattice_offsets, periodic_radius_graph, radius_graph
+from geognn.nn.mlp import lookup
+
+READOUTS = ("sum", "mean")
+
+
+@dataclass
+class EnergyModelConfig:
+    """Fields every model has.
+
+    Attributes:
+        cutoff: radius-graph cutoff in Å.
+        max_atomic_number: the embedding covers elements 1..max_atomic_number.
+        readout: "sum" (extensive targets such as energies) or "mean" (intensive).
+        max_num_neighbors: None keeps every neighbour within the cutoff; an
+            integer keeps the nearest ones and warns when any are dropped.
+    """
+
+    cutoff: float = 5.0
+    max_atomic_number: int = 100
+    readout: str = "sum"
+    max_num_neighbors: Optional[int] = None
+
+
+class AtomGraph(NamedTuple):
+    """A radius graph with its geometry, as handed to `EnergyModel.atomic_energies`."""
+
+    edge_index: Tensor  # [2, E] (sender j, receiver i)
+    edge_vec: Tensor  # [E, 3] pos[j] - pos[i] + edge_offset
+    edge_len: Tensor  # [E]
+    edge_offset: Optional[Tensor]  # [E, 3] lattice translation of the sender, None for molecules
+    batch: Tensor  # [N]
+    num_graphs: int
+
+
+class EnergyModel(nn.Module):
+    """Base class: ``model(data, compute_forces=False, compute_stress=False) -> dict``.
+
+    Output keys (see `geognn.data.keys`): ``energy`` [B], ``node_energy`` [N],
+    ``forces`` [N, 3] when asked, ``stress`` [B, 3, 3] when asked (periodic
+    data only), and whatever else the model adds (EGNN: ``pos_updated``).
+
+    Per-atom energies are ``raw * energy_scale + energy_shift +
+    atomic_reference[z]``; those buffers default to the identity and are set
+    from the training data by the training code.
+    """
+
+    Config: ClassVar[type] = EnergyModelConfig
+
+    def __init__(self, config: EnergyModelConfig):
+        super().__init__()
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}")
+        lookup({name: name for name in READOUTS}, config.readout, "readout")
+        if not config.cutoff > 0:
+            raise ValueError(f"cutoff must be positive, got {config.cutoff}")
+        self.config = config
+        self.register_buffer("energy_scale", torch.tensor(1.0))
+        self.register_buffer("energy_shift", torch.tensor(0.0))
+        self.register_buffer("atomic_reference", torch.zeros(config.max_atomic_number + 1))
+
+    @classmethod
+    def from_config(cls, config: EnergyModelConfig | Mapping[str, Any]) -> "EnergyModel":
+        if isinstance(config, Mapping):
+            fields = {f.name for f in dataclasses.fields(cls.Config)}
+            unknown = sorted(set(config) - fields)
+            if unknown:
+                raise ValueError(
+                    f"unknown option(s) {unknown} for {cls.__name__}; valid options: {sorted(fields)}"
+                )
+            config = cls.Config(**config)
+        return cls(config)
+
+    def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
+        """Return at least ``{"node_energy": [N]}`` (before scale, shift and references)."""
+        raise NotImplementedError
+
+    def forward(self, data, compute_forces: bool = False, compute_stress: bool = False) -> dict[str, Tensor]:
+        z, pos = data[keys.ATOMIC_NUMBERS], data[keys.POSITIONS]
+        self._check_input(z, pos)
+        cell, pbc = data.get(keys.CELL), data.get(keys.PBC)
+        batch = data.get(keys.BATCH)
+        if batch is None:
+            batch = torch.zeros_like(z)
+        num_graphs = cell.shape[0] if cell is not None else int(batch[-1]) + 1
+        if compute_stress and cell is None:
+            raise ValueError("stress needs a periodic structure (data with 'cell' and 'pbc')")
+
+        with torch.set_grad_enabled(torch.is_grad_enabled() or compute_forces or compute_stress):
+            if (compute_forces or compute_stress) and not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            pos_in, cell_in, strain = pos, cell, None
+            if compute_stress:
+                # Differentiate through a symmetric strain applied to positions and cell.
+                strain = torch.zeros_like(cell, requires_grad=True)
+                symmetric = 0.5 * (strain + strain.transpose(-1, -2))
+                pos_in = pos + torch.bmm(pos.unsqueeze(1), symmetric[batch]).squeeze(1)
+                cell_in = cell + torch.bmm(cell, symmetric)
+            graph = self.build_graph(pos_in, batch, num_graphs, cell_in, pbc)
+            out = dict(self.atomic_energies(z, pos_in, graph))
+            node_energy = out[keys.NODE_ENERGY] * self.energy_scale + self.energy_shift
+            node_energy = node_energy + self.atomic_reference[z]
+            out[keys.NODE_ENERGY] = node_energy
+            reduce = self.config.readout
+            out[keys.ENERGY] = scatter(node_energy, batch, dim=0, dim_size=num_graphs, reduce=reduce)
+
+            if compute_forces or compute_stress:
+                wrt = [pos] + ([strain] if compute_stress else [])
+                grads = torch.autograd.grad(out[keys.ENERGY].sum(), wrt, create_graph=self.training)
+                if compute_forces:
+                    out[keys.FORCES] = -grads[0]
+                if compute_stress:
+                    volume = torch.linalg.det(cell).abs()
+                    if bool((volume <= 0).any()):
+                        raise ValueError("stress needs a cell with non-zero volume in every structure")
+                    out[keys.STRESS] = grads[1] / volume.view(-1, 1, 1)
+        return out
+
+    def build_graph(
+        self, pos: Tensor, batch: Tensor, num_graphs: int, cell: Tensor | None = None, pbc: Tensor | None = None
+    ) -> AtomGraph:
+        cutoff, limit = self.config.cutoff, self.config.max_num_neighbors
+        edge_offset = None
+        if cell is None:
+            edge_index = radius_graph(pos, cutoff, batch, max_num_neighbors=limit)
+        else:
+            if pbc is None:
+                raise ValueError("data has a 'cell' but no 'pbc'; give both for periodic structures")
+            edge_index, edge_shift = periodic_radius_graph(pos, cutoff, cell, pbc, batch, max_num_neighbors=limit)
+            edge_offset = lattice_offsets(edge_index, edge_shift, cell, batch)
+        edge_vec, edge_len = edge_vectors(pos, edge_index, edge_offset)
+        return AtomGraph(edge_index, edge_vec, edge_len, edge_offset, batch, num_graphs)
+
+    def _check_input(self, z: Tensor, pos: Tensor) -> None:
+        check_positions(pos)
+        dtype = self.atomic_reference.dtype
+        if pos.dtype != dtype:
+            raise TypeError(
+                f"positions are {pos.dtype} but the model is {dtype}; convert one of them "
+                f"(model.to({pos.dtype}), or atoms_to_data(atoms, dtype={dtype}))"
+            )
+        if z.shape != pos.shape[:1]:
+            raise ValueError(f"z must have shape [{pos.shape[0]}], got {list(z.shape)}")
+        low, high = int(z.min()), int(z.max())
+        limit = self.config.max_atomic_number
+        if low < 1 or high > limit:
+            bad = low if low < 1 else high
+            name = chemical_symbols[bad] if 0 < bad < len(chemical_symbols) else str(bad)
+            raise ValueError(
+                f"element {name} (Z={bad}) is outside this model's embedding (Z = 1..{limit}); "
+                f"build the model with max_atomic_number >= {bad}"
+            )

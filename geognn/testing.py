@@ -1,0 +1,472 @@
+"""Test kit: equivariance checks and a reusable model-test mixin.
+
+`assert_equivariant` draws random elements of O(3) (proper rotations and
+reflections), translations and permutations of atoms, applies them to the
+inputs of a function, and checks that its outputs transform as declared.
+Transformation kinds are strings "<indexing>:<type>" (see
+`geognn.data.keys.TRANSFORMS`): indexing "node" is permuted with the atoms,
+"graph" and "edge" are not; type is one of "scalar", "vector", "pseudovector",
+"position" (rotates and translates), "rank2" (R X Rᵀ), "index" (atom indices,
+e.g. ``edge_index``: relabelled by the permutation), or an e3nn irreps string
+such as "8x0e + 4x1o" acting on the last dimension.
+
+`ModelTestMixin` holds the checks every energy model must pass; a model's
+test module subclasses it and names the model (see tests/models).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from geognn.data import atoms_to_data, keys
+
+# Largest acceptable absolute error per dtype.
+TOLERANCES = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.float16: 2e-2,
+    torch.bfloat16: 1e-1,
+}
+TRANSFORMATIONS = ("rotation", "reflection", "translation", "permutation", "combined")
+
+
+# --------------------------------------------------------------------------- random group elements
+
+
+def random_rotation(dtype=torch.float64, generator: torch.Generator | None = None, proper: bool = True) -> Tensor:
+    """A Haar-random element of SO(3) (``proper``) or of O(3) \\ SO(3), [3, 3]."""
+    gaussian = torch.randn(3, 3, dtype=torch.float64, generator=generator)
+    q, r = torch.linalg.qr(gaussian)
+    q = q * torch.sign(torch.diagonal(r))
+    if torch.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    if not proper:
+        q = q @ torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    return q.to(dtype)
+
+
+class _Transform:
+    """x -> R x + t[structure] on positions, atoms relabelled within each structure."""
+
+    def __init__(self, name: str, batch: Tensor, num_graphs: int, dtype, generator):
+        n = batch.shape[0]
+        self.rotation = torch.eye(3, dtype=torch.float64)
+        self.translation = torch.zeros(num_graphs, 3, dtype=torch.float64)
+        self.perm = torch.arange(n)  # new atom k is old atom perm[k]
+        if name in ("rotation", "combined"):
+            self.rotation = random_rotation(generator=generator, proper=name == "rotation" or bool(
+                torch.rand(1, generator=generator) < 0.5))
+        if name == "reflection":
+            self.rotation = random_rotation(generator=generator, proper=False)
+        if name in ("translation", "combined"):
+            self.translation = 10.0 * torch.randn(num_graphs, 3, dtype=torch.float64, generator=generator)
+        if name in ("permutation", "combined"):
+            # Shuffle within structures so that `batch` stays sorted.
+            key = batch.cpu().double() * 2.0 + torch.rand(n, dtype=torch.float64, generator=generator)
+            self.perm = torch.argsort(key)
+        self.inverse_perm = torch.argsort(self.perm)
+        self.batch = batch.cpu()
+
+    def apply(self, kind: str, x: Any) -> Any:
+        if x is None or not isinstance(x, Tensor):
+            return x
+        indexing, _, rule = kind.partition(":")
+        if indexing not in ("node", "graph", "edge") or not rule:
+            raise ValueError(f"transformation kind must look like 'node:vector', got {kind!r}")
+        device, dtype = x.device, x.dtype
+        R = self.rotation.to(device=device, dtype=dtype if dtype.is_floating_point else torch.float64)
+        if rule == "index":
+            return self.inverse_perm.to(device)[x]
+        if indexing == "node":
+            x = x[self.perm.to(device)]
+        if rule == "scalar":
+            return x
+        if rule in ("vector", "position"):
+            x = x @ R.T
+            if rule == "position":
+                if indexing != "node":
+                    raise ValueError(f"'position' needs node indexing, got {kind!r}")
+                x = x + self.translation.to(device, dtype)[self.batch[self.perm].to(device)]
+            return x
+        if rule == "pseudovector":
+            return torch.linalg.det(R) * (x @ R.T)
+        if rule == "rank2":
+            return R @ x @ R.T
+        from e3nn import o3  # irreps kinds only
+
+        D = o3.Irreps(rule).D_from_matrix(R)
+        return x @ D.T
+
+
+# --------------------------------------------------------------------------- assert_equivariant
+
+
+def assert_equivariant(
+    func: Callable,
+    args_in,
+    kinds_in: Sequence[str] | None = None,
+    kinds_out: Sequence[str] | Mapping[str, str] | None = None,
+    *,
+    batch: Tensor | None = None,
+    transformations: Sequence[str] = TRANSFORMATIONS,
+    num_trials: int = 2,
+    atol: float | None = None,
+    call_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Check ``func(g·x) == g·func(x)`` for random O(3) elements, translations and permutations.
+
+    Three ways to call it:
+
+    * tensors: ``assert_equivariant(func, [h, pos, edge_index], ["node:scalar",
+      "node:position", "edge:index"], ["node:scalar", "node:position"])``;
+    * an e3nn-style module with ``irreps_in``/``irreps_out`` and one input
+      tensor [N, dim]: kinds are taken from the irreps;
+    * a model and a PyG ``Data``/``Batch``: inputs and outputs transform as in
+      `geognn.data.keys.TRANSFORMS`; ``call_kwargs`` (e.g.
+      ``{"compute_forces": True}``) are passed to the model.
+
+    ``batch`` [N] assigns atoms to structures for permutations and
+    per-structure translations (tensor form only; a ``Batch`` carries it).
+
+    Returns the largest error per "transformation/output"; raises
+    AssertionError listing every error above the tolerance (``atol`` or
+    `TOLERANCES` for the output's dtype).
+    """
+    call_kwargs = dict(call_kwargs or {})
+    from torch_geometric.data.data import BaseData
+
+    if isinstance(args_in, BaseData):
+        data = args_in
+        batch = data.get(keys.BATCH)
+        if batch is None:
+            batch = torch.zeros(data.num_nodes, dtype=torch.long)
+        transform_in = lambda T: _transform_data(data, T)  # noqa: E731
+        run = lambda inputs: func(inputs, **call_kwargs)  # noqa: E731
+        output_kinds = dict(keys.TRANSFORMS)
+        if kinds_out is not None:
+            output_kinds.update(kinds_out)
+    else:
+        args = list(args_in)
+        if kinds_in is None and hasattr(func, "irreps_in") and hasattr(func, "irreps_out"):
+            kinds_in, kinds_out = [f"node:{func.irreps_in}"], [f"node:{func.irreps_out}"]
+        if kinds_in is None or kinds_out is None or len(kinds_in) != len(args):
+            raise ValueError("give one kind per input in kinds_in, and kinds_out, e.g. ['node:vector']")
+        if batch is None:
+            first = next(a for a, k in zip(args, kinds_in) if isinstance(a, Tensor) and k.startswith("node"))
+            batch = torch.zeros(first.shape[0], dtype=torch.long)
+        transform_in = lambda T: [T.apply(k, a) for k, a in zip(kinds_in, args)]  # noqa: E731
+        run = lambda inputs: func(*inputs, **call_kwargs)  # noqa: E731
+        output_kinds = kinds_out
+
+    batch = batch.cpu()
+    num_graphs = int(batch.max()) + 1 if batch.numel() else 1
+    generator = torch.Generator().manual_seed(seed)
+    reference = _named_outputs(run(data if isinstance(args_in, BaseData) else args), output_kinds)
+
+    errors: dict[str, float] = {}
+    failures = []
+    for name in transformations:
+        if name not in TRANSFORMATIONS:
+            raise ValueError(f"unknown transformation {name!r}; choose from {TRANSFORMATIONS}")
+        for _ in range(num_trials):
+            T = _Transform(name, batch, num_graphs, torch.float64, generator)
+            transformed = _named_outputs(run(transform_in(T)), output_kinds)
+            for key, (kind, value) in reference.items():
+                expected = T.apply(kind, value.detach())
+                got = transformed[key][1].detach()
+                error = float((got - expected).abs().max()) if got.numel() else 0.0
+                label = f"{name}/{key}"
+                errors[label] = max(errors.get(label, 0.0), error)
+                tol = atol if atol is not None else TOLERANCES.get(got.dtype, 1e-4)
+                if not error <= tol:
+                    failures.append(f"  {label}: max abs error {error:.3e} > {tol:.1e} ({kind})")
+    if failures:
+        raise AssertionError("not equivariant:\n" + "\n".join(sorted(set(failures))))
+    return errors
+
+
+def _named_outputs(out, kinds) -> dict[str, tuple[str, Tensor]]:
+    """Pair each output tensor with its kind: {name: (kind, tensor)}."""
+    if isinstance(out, Mapping):
+        unknown = [k for k, v in out.items() if isinstance(v, Tensor) and k not in kinds]
+        if unknown:
+            raise ValueError(f"no transformation kind for output(s) {unknown}; pass them in kinds_out")
+        return {k: (kinds[k], v) for k, v in out.items() if isinstance(v, Tensor)}
+    outputs = out if isinstance(out, (tuple, list)) else (out,)
+    kinds = list(kinds.values()) if isinstance(kinds, Mapping) else list(kinds)
+    if len(kinds) != len(outputs):
+        raise ValueError(f"{len(outputs)} outputs but {len(kinds)} kinds_out")
+    return {str(k): (kind, v) for k, (kind, v) in enumerate(zip(kinds, outputs)) if isinstance(v, Tensor)}
+
+
+def _transform_data(data, T: _Transform):
+    """Copy of ``data`` with every key in `keys.TRANSFORMS` transformed."""
+    out = copy.copy(data)
+    for key in data.keys():
+        if key in keys.TRANSFORMS:
+            out[key] = T.apply(keys.TRANSFORMS[key], data[key])
+    return out
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def molecules(dtype=torch.float64) -> list:
+    """QM9-like molecules from ASE's G2 set (H, C, N, O, F), rattled so that no symmetry hides errors."""
+    from ase.build import molecule
+
+    structures = []
+    for seed, name in enumerate(["CH3CHO", "H2O", "CH4", "NH3", "HCF3", "CH3CH2OH", "HCOOH", "CH3CONH2"]):
+        atoms = molecule(name)
+        atoms.rattle(0.05, seed=seed)
+        structures.append(atoms)
+    return structures
+
+
+def periodic_structures() -> list:
+    """Small periodic cells: triclinic primitive Si and NaCl, and a Cu(111) slab (pbc = T, T, F)."""
+    from ase.build import bulk, fcc111
+
+    structures = [
+        bulk("Si", "diamond", a=5.43),
+        bulk("NaCl", "rocksalt", a=5.64),
+        fcc111("Cu", size=(2, 2, 2), vacuum=4.0),
+    ]
+    for seed, atoms in enumerate(structures):
+        atoms.rattle(0.05, seed=seed)
+    return structures
+
+
+def to_batch(structures, dtype=torch.float64):
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list([atoms_to_data(a, dtype=dtype) for a in structures])
+
+
+# --------------------------------------------------------------------------- model checks
+
+
+def check_batch_equals_single(model, structures, atol: float = 1e-10) -> None:
+    """Energies and forces of a batch equal those of each structure alone."""
+    dtype = model.atomic_reference.dtype
+    together = model(to_batch(structures, dtype), compute_forces=True)
+    offset = 0
+    for k, atoms in enumerate(structures):
+        alone = model(atoms_to_data(atoms, dtype=dtype), compute_forces=True)
+        n = len(atoms)
+        _assert_close(together[keys.ENERGY][k], alone[keys.ENERGY][0], atol, f"energy of structure {k}")
+        _assert_close(together[keys.FORCES][offset : offset + n], alone[keys.FORCES], atol, f"forces of structure {k}")
+        offset += n
+
+
+def check_forces_finite_differences(model, atoms, step: float = 1e-5, atol: float = 1e-7) -> None:
+    """Forces equal central finite differences of the energy, for every coordinate."""
+    dtype = model.atomic_reference.dtype
+    data = atoms_to_data(atoms, dtype=dtype)
+    forces = model(data, compute_forces=True)[keys.FORCES].detach()
+    numerical = torch.zeros_like(forces)
+    with torch.no_grad():
+        for a in range(len(atoms)):
+            for c in range(3):
+                energies = []
+                for sign in (1.0, -1.0):
+                    moved = data.clone()
+                    moved[keys.POSITIONS][a, c] += sign * step
+                    energies.append(model(moved)[keys.ENERGY].sum())
+                numerical[a, c] = -(energies[0] - energies[1]) / (2 * step)
+    _assert_close(forces, numerical, atol, "forces vs finite differences")
+
+
+def check_stress_finite_differences(model, atoms, step: float = 1e-5, atol: float = 1e-7) -> None:
+    """Stress equals (1/V) dE/dε by central differences of symmetric strains of positions and cell."""
+    dtype = model.atomic_reference.dtype
+    data = atoms_to_data(atoms, dtype=dtype)
+    stress = model(data, compute_stress=True)[keys.STRESS][0].detach()
+    volume = abs(float(np.linalg.det(atoms.cell[:])))
+    numerical = torch.zeros(3, 3, dtype=dtype)
+    with torch.no_grad():
+        for a in range(3):
+            for b in range(3):
+                energies = []
+                for sign in (1.0, -1.0):
+                    strain = torch.eye(3, dtype=dtype)
+                    strain[a, b] += 0.5 * sign * step
+                    strain[b, a] += 0.5 * sign * step
+                    moved = data.clone()
+                    moved[keys.POSITIONS] = data[keys.POSITIONS] @ strain
+                    moved[keys.CELL] = data[keys.CELL] @ strain
+                    energies.append(model(moved)[keys.ENERGY].sum())
+                numerical[a, b] = (energies[0] - energies[1]) / (2 * step) / volume
+    _assert_close(stress, numerical, atol, "stress vs finite differences")
+
+
+def check_cutoff_smoothness(model, delta: float = 1e-6, atol: float = 1e-8) -> None:
+    """Energy and forces are continuous as an atom crosses the cutoff.
+
+    A carbon atom approaches the O of a water molecule along the side away
+    from the H atoms; at distances cutoff ± delta only the C-O pair changes
+    from outside to inside the cutoff.
+    """
+    from ase import Atoms
+    from ase.build import molecule
+
+    cutoff = float(model.config.cutoff)
+    water = molecule("H2O")
+    oxygen = water.positions[0]
+    bisector = water.positions[1:].mean(0) - oxygen
+    direction = -bisector / np.linalg.norm(bisector)
+    dtype = model.atomic_reference.dtype
+    results = []
+    for distance in (cutoff - delta, cutoff + delta):
+        atoms = water + Atoms("C", positions=[oxygen + distance * direction])
+        out = model(atoms_to_data(atoms, dtype=dtype), compute_forces=True)
+        results.append((out[keys.ENERGY].detach(), out[keys.FORCES].detach()))
+    _assert_close(results[0][0], results[1][0], atol, f"energy across the cutoff ({cutoff} ± {delta} Å)")
+    _assert_close(results[0][1], results[1][1], atol, f"forces across the cutoff ({cutoff} ± {delta} Å)")
+
+
+def check_isolated_atoms(model) -> None:
+    """A lone atom, and atoms all farther apart than the cutoff: finite energy, zero forces."""
+    from ase import Atoms
+
+    cutoff = float(model.config.cutoff)
+    dtype = model.atomic_reference.dtype
+    spread = Atoms("CNO", positions=[[0, 0, 0], [2 * cutoff, 0, 0], [0, 3 * cutoff, 0]])
+    for atoms in (Atoms("H", positions=[[0.1, 0.2, 0.3]]), spread):
+        out = model(atoms_to_data(atoms, dtype=dtype), compute_forces=True)
+        if not bool(torch.isfinite(out[keys.ENERGY]).all()):
+            raise AssertionError(f"non-finite energy for isolated atoms {atoms.get_chemical_formula()}")
+        _assert_close(out[keys.FORCES], torch.zeros_like(out[keys.FORCES]), 1e-12, "forces on isolated atoms")
+
+
+def check_additivity(model, first, second, atol: float = 1e-10) -> None:
+    """Two structures farther apart than the cutoff: energy is the sum, forces those of each alone."""
+    dtype = model.atomic_reference.dtype
+    far = second.copy()
+    gap = float(model.config.cutoff) + 1.0
+    far.positions += first.positions.max(0) - far.positions.min(0) + gap
+    joined = model(atoms_to_data(first + far, dtype=dtype), compute_forces=True)
+    parts = [model(atoms_to_data(a, dtype=dtype), compute_forces=True) for a in (first, far)]
+    _assert_close(joined[keys.ENERGY], parts[0][keys.ENERGY] + parts[1][keys.ENERGY], atol, "energy of separated parts")
+    _assert_close(joined[keys.FORCES], torch.cat([p[keys.FORCES] for p in parts]), atol, "forces of separated parts")
+
+
+def _assert_close(actual: Tensor, expected: Tensor, atol: float, what: str) -> None:
+    error = float((actual.detach() - expected.detach()).abs().max()) if actual.numel() else 0.0
+    if not error <= atol:
+        raise AssertionError(f"{what}: max abs error {error:.3e} > {atol:.1e}")
+
+
+# --------------------------------------------------------------------------- mixin
+
+
+class ModelTestMixin:
+    """Checks every energy model passes. In a test module::
+
+        class TestEGNN(ModelTestMixin):
+            model_name = "egnn"
+            model_kwargs = {"hidden_channels": 16, "num_layers": 2}
+
+    Tests run in float64 on `molecules()` and `periodic_structures()`.
+    Set ``supports_periodic = False`` for molecule-only models.
+    """
+
+    model_name: str = ""
+    model_kwargs: dict = {}
+    supports_periodic: bool = True
+    seed: int = 0
+
+    def make_model(self):
+        from geognn.models import build_model
+
+        torch.manual_seed(self.seed)
+        return build_model(self.model_name, **self.model_kwargs).double().eval()
+
+    def test_equivariance_molecules(self):
+        errors = assert_equivariant(self.make_model(), to_batch(molecules()), call_kwargs={"compute_forces": True})
+        assert any(key.endswith(keys.FORCES) for key in errors)
+
+    def test_equivariance_periodic(self):
+        self._skip_unless_periodic()
+        call = {"compute_forces": True, "compute_stress": True}
+        errors = assert_equivariant(self.make_model(), to_batch(periodic_structures()), call_kwargs=call)
+        assert any(key.endswith(keys.STRESS) for key in errors)
+
+    def test_batch_equals_single(self):
+        model = self.make_model()
+        check_batch_equals_single(model, molecules())
+        if self.supports_periodic:
+            check_batch_equals_single(model, periodic_structures())
+
+    def test_forces_match_finite_differences(self):
+        model = self.make_model()
+        check_forces_finite_differences(model, molecules()[0])
+        if self.supports_periodic:
+            check_forces_finite_differences(model, periodic_structures()[0])
+
+    def test_stress_matches_finite_differences(self):
+        self._skip_unless_periodic()
+        model = self.make_model()
+        for atoms in periodic_structures()[:2]:
+            check_stress_finite_differences(model, atoms)
+
+    def test_smooth_at_cutoff(self):
+        check_cutoff_smoothness(self.make_model())
+
+    def test_isolated_atoms(self):
+        check_isolated_atoms(self.make_model())
+
+    def test_additive_at_large_separation(self):
+        structures = molecules()
+        check_additivity(self.make_model(), structures[0], structures[4])
+
+    def test_rejects_bad_input(self):
+        import pytest
+
+        model = self.make_model()
+        data = atoms_to_data(molecules()[1], dtype=torch.float64)
+        bad = data.clone()
+        bad[keys.POSITIONS][0, 0] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            model(bad)
+        bad = data.clone()
+        bad[keys.ATOMIC_NUMBERS][0] = model.config.max_atomic_number + 1
+        with pytest.raises(ValueError, match="embedding"):
+            model(bad)
+        with pytest.raises(TypeError, match="float32"):
+            model(atoms_to_data(molecules()[1], dtype=torch.float32))
+
+    def test_forces_are_trainable(self):
+        """In training mode, a force loss back-propagates to the parameters."""
+        model = self.make_model().train()
+        out = model(to_batch(molecules()[:3]), compute_forces=True)
+        out[keys.FORCES].pow(2).sum().backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+
+    def test_config_and_state_dict_round_trip(self, tmp_path):
+        """A model rebuilt from its config and a weights_only state_dict gives the same outputs."""
+        from geognn.models import build_model
+
+        model = self.make_model()
+        path = tmp_path / "model.pt"
+        torch.save({"config": dataclasses.asdict(model.config), "state_dict": model.state_dict()}, path)
+        saved = torch.load(path, weights_only=True)
+        rebuilt = build_model(self.model_name, **saved["config"]).double().eval()
+        rebuilt.load_state_dict(saved["state_dict"])
+        data = to_batch(molecules()[:3])
+        _assert_close(rebuilt(data)[keys.ENERGY], model(data)[keys.ENERGY], 0.0, "energy after round trip")
+
+    def _skip_unless_periodic(self):
+        if not self.supports_periodic:
+            import pytest
+
+            pytest.skip(f"{self.model_name} does not support periodic structures")

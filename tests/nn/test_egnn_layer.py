@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from geognn.graph import lattice_offsets, periodic_radius_graph, radius_graph
+from geognn.nn import EGNNLayer
+from geognn.testing import assert_equivariant
+
+F, FV = 8, 3
+KINDS_IN = ["node:scalar", "node:position", "edge:index", "node:vector", "edge:scalar", "edge:scalar", "edge:vector"]
+KINDS_OUT = ["node:scalar", "node:position", "node:vector"]
+
+
+def cluster(n=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pos = 2.0 * torch.randn(n, 3, dtype=torch.float64, generator=g)
+    h = torch.randn(n, F, dtype=torch.float64, generator=g)
+    v = torch.randn(n, FV, 3, dtype=torch.float64, generator=g)
+    return h, pos, v, g
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"attention": True, "normalize": False},
+        {"update_coords": False, "residual": False, "activation": "tanh"},
+    ],
+)
+def test_layer_is_equivariant(options):
+    torch.manual_seed(0)
+    h, pos, v, g = cluster()
+    edge_index = radius_graph(pos, 3.5)
+    edge_attr = torch.randn(edge_index.shape[1], 4, dtype=torch.float64, generator=g)
+    layer = EGNNLayer(F, edge_channels=4, vector_channels=FV, **options).double()
+    args = [h, pos, edge_index, v, edge_attr, None, None]
+    errors = assert_equivariant(layer, args, KINDS_IN, KINDS_OUT)
+    assert max(errors.values()) < 1e-10
+
+
+def test_layer_is_equivariant_with_periodic_offsets_and_several_structures():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    pos = 3.0 * torch.rand(8, 3, dtype=torch.float64, generator=g)
+    batch = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])
+    cell = torch.stack([torch.eye(3, dtype=torch.float64) * 3.0, torch.eye(3, dtype=torch.float64) * 3.5])
+    cell[1, 0, 1] = 0.7
+    edge_index, shift = periodic_radius_graph(pos, 2.5, cell, torch.ones(2, 3, dtype=torch.bool), batch)
+    assert bool(shift.abs().sum(-1).gt(0).any()), "the case must exercise periodic images"
+    offset = lattice_offsets(edge_index, shift, cell, batch)
+    weight = torch.rand(edge_index.shape[1], dtype=torch.float64, generator=g)
+    h = torch.randn(8, F, dtype=torch.float64, generator=g)
+    layer = EGNNLayer(F).double()
+    # Offsets are lattice vectors: they rotate with the structure and ignore translations.
+    errors = assert_equivariant(
+        layer,
+        [h, pos, edge_index, None, None, weight, offset],
+        KINDS_IN,
+        KINDS_OUT,
+        batch=batch,
+    )
+    assert max(errors.values()) < 1e-10
+
+
+def test_messages_are_weighted_and_summed_over_receivers():
+    """With zero edge weights nothing flows: h gets only its self update, positions stay."""
+    torch.manual_seed(0)
+    h, pos, v, _ = cluster()
+    edge_index = radius_graph(pos, 3.5)
+    layer = EGNNLayer(F, vector_channels=FV).double()
+    zero = torch.zeros(edge_index.shape[1], dtype=torch.float64)
+    h_cut, pos_cut, v_cut = layer(h, pos, edge_index, v, edge_weight=zero)
+    h_none, pos_none, v_none = layer(h, pos, edge_index[:, :0], v)
+    assert torch.allclose(h_cut, h_none) and torch.allclose(v_cut, v_none)
+    assert torch.equal(pos_cut, pos)
+    h_all, pos_all, _ = layer(h, pos, edge_index, v)
+    assert not torch.allclose(pos_all, pos) and not torch.allclose(h_all, h_cut)
+
+
+def test_avg_num_neighbors_divides_the_aggregated_messages():
+    torch.manual_seed(0)
+    h, pos, _, _ = cluster()
+    edge_index = radius_graph(pos, 3.5)
+    plain = EGNNLayer(F, residual=False).double()
+    scaled = EGNNLayer(F, residual=False, avg_num_neighbors=4.0).double()
+    scaled.load_state_dict(plain.state_dict() | {"avg_num_neighbors": scaled.avg_num_neighbors})
+    _, pos_plain, _ = plain(h, pos, edge_index)
+    _, pos_scaled, _ = scaled(h, pos, edge_index)
+    assert torch.allclose(pos_scaled - pos, (pos_plain - pos) / 4.0)
+
+
+def test_shape_errors_name_the_argument():
+    h, pos, v, _ = cluster()
+    edge_index = radius_graph(pos, 3.5)
+    layer = EGNNLayer(F, vector_channels=FV, edge_channels=2).double()
+    with pytest.raises(ValueError, match="v must be"):
+        layer(h, pos, edge_index, None, torch.zeros(edge_index.shape[1], 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="edge_attr must be"):
+        layer(h, pos, edge_index, v)
+    with pytest.raises(ValueError, match="h must be"):
+        layer(h[:, :3], pos, edge_index, v)
+    with pytest.raises(ValueError, match="unknown activation"):
+        EGNNLayer(F, activation="swishy")
+
+
+def test_repr_and_reset():
+    layer = EGNNLayer(F, vector_channels=FV, attention=True)
+    assert "vector_channels=3" in repr(layer) and "attention=True" in repr(layer)
+    before = [p.clone() for p in layer.parameters()]
+    layer.reset_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, layer.parameters()))
