@@ -54,16 +54,14 @@ def random_rotation(dtype=torch.float64, generator: torch.Generator | None = Non
 class _Transform:
     """x -> R x + t[structure] on positions, atoms relabelled within each structure."""
 
-    def __init__(self, name: str, batch: Tensor, num_graphs: int, dtype, generator):
+    def __init__(self, name: str, batch: Tensor, num_graphs: int, generator: torch.Generator):
         n = batch.shape[0]
         self.rotation = torch.eye(3, dtype=torch.float64)
         self.translation = torch.zeros(num_graphs, 3, dtype=torch.float64)
         self.perm = torch.arange(n)  # new atom k is old atom perm[k]
-        if name in ("rotation", "combined"):
-            self.rotation = random_rotation(generator=generator, proper=name == "rotation" or bool(
-                torch.rand(1, generator=generator) < 0.5))
-        if name == "reflection":
-            self.rotation = random_rotation(generator=generator, proper=False)
+        if name in ("rotation", "reflection", "combined"):
+            proper = name == "rotation" or (name == "combined" and bool(torch.rand(1, generator=generator) < 0.5))
+            self.rotation = random_rotation(generator=generator, proper=proper)
         if name in ("translation", "combined"):
             self.translation = 10.0 * torch.randn(num_graphs, 3, dtype=torch.float64, generator=generator)
         if name in ("permutation", "combined"):
@@ -168,7 +166,7 @@ def assert_equivariant(
     batch = batch.cpu()
     num_graphs = int(batch.max()) + 1 if batch.numel() else 1
     generator = torch.Generator().manual_seed(seed)
-    reference = _named_outputs(run(data if isinstance(args_in, BaseData) else args), output_kinds)
+    reference = _named_outputs(run(args_in if isinstance(args_in, BaseData) else args), output_kinds)
 
     errors: dict[str, float] = {}
     failures = []
@@ -176,7 +174,7 @@ def assert_equivariant(
         if name not in TRANSFORMATIONS:
             raise ValueError(f"unknown transformation {name!r}; choose from {TRANSFORMATIONS}")
         for _ in range(num_trials):
-            T = _Transform(name, batch, num_graphs, torch.float64, generator)
+            T = _Transform(name, batch, num_graphs, generator)
             transformed = _named_outputs(run(transform_in(T)), output_kinds)
             for key, (kind, value) in reference.items():
                 expected = T.apply(kind, value.detach())
