@@ -6,6 +6,10 @@ boundary where bad input enters, rather than deep inside a kernel.
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
+
 import torch
 from torch import Tensor
 
@@ -30,9 +34,27 @@ def check_positions(pos: Tensor, where: str = "positions") -> None:
         )
 
 
-def check_cutoff(r: float) -> None:
-    if not (isinstance(r, (int, float)) and r == r and r > 0 and r != float("inf")):
+def check_cutoff(r) -> float:
+    """The cutoff as a float; accepts Python, numpy and 0-d torch numbers."""
+    is_number = isinstance(r, numbers.Real) and not isinstance(r, bool)
+    is_scalar_tensor = isinstance(r, torch.Tensor) and r.numel() == 1 and r.is_floating_point()
+    value = float(r) if is_number or is_scalar_tensor else float("nan")
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"the cutoff radius must be a positive finite number, got {r!r}")
+    return value
+
+
+def check_max_num_neighbors(limit) -> int | None:
+    """None, or a positive integer (Python or numpy)."""
+    if limit is None:
+        return None
+    try:
+        value = operator.index(limit)
+    except TypeError:
+        value = 0
+    if isinstance(limit, bool) or value < 1:
+        raise ValueError(f"max_num_neighbors must be a positive integer or None, got {limit!r}")
+    return value
 
 
 def check_cell(cell: Tensor, pbc: Tensor) -> None:
@@ -46,10 +68,12 @@ def check_cell(cell: Tensor, pbc: Tensor) -> None:
     if pbc.shape != cell.shape[:2]:
         raise ValueError(f"pbc must have shape {list(cell.shape[:2])}, got {list(pbc.shape)}")
     periodic = pbc.bool()
-    if not bool(torch.isfinite(cell[periodic]).all()):
-        raise ValueError("the periodic cell vectors contain NaN or inf")
+    # Non-periodic rows are ignored but still enter shift @ cell (as 0 * x),
+    # where NaN or inf would poison the edge vectors.
+    if not bool(torch.isfinite(cell).all()):
+        raise ValueError("the cell contains NaN or inf; use zeros for vectors along non-periodic directions")
     relative = periodic_relative_volume(cell, periodic)
-    bad = torch.nonzero(relative < MIN_RELATIVE_VOLUME).flatten()
+    bad = torch.nonzero(~(relative >= MIN_RELATIVE_VOLUME)).flatten()
     if bad.numel():
         b = int(bad[0])
         raise ValueError(

@@ -34,14 +34,14 @@ def atoms_to_data(atoms, dtype: torch.dtype | None = None) -> Data:
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
     numbers = np.asarray(atoms.get_atomic_numbers())
-    pos = torch.as_tensor(np.asarray(atoms.get_positions()), dtype=dtype)
-    check_positions(pos, where=f"positions of {atoms.get_chemical_formula() or 'the structure'}")
     bad = (numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)
     if bad.any():
         raise ValueError(
             f"atomic numbers must lie in 1..{MAX_ATOMIC_NUMBER}; got {sorted(set(numbers[bad].tolist()))} "
             "(0 is ASE's placeholder 'X' atom; remove such atoms)"
         )
+    pos = torch.as_tensor(np.asarray(atoms.get_positions()), dtype=dtype)
+    check_positions(pos, where=f"positions of {atoms.get_chemical_formula() or 'the structure'}")
     data = Data(**{keys.ATOMIC_NUMBERS: torch.as_tensor(numbers, dtype=torch.long), keys.POSITIONS: pos})
     pbc = torch.as_tensor(np.asarray(atoms.get_pbc()), dtype=torch.bool).reshape(1, 3)
     if bool(pbc.any()):

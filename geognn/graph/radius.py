@@ -21,7 +21,7 @@ import torch
 import torch_cluster
 from torch import Tensor
 
-from geognn._checks import check_cell, check_cutoff, check_positions, periodic_gram
+from geognn._checks import check_cell, check_cutoff, check_max_num_neighbors, check_positions, periodic_gram
 
 # On CUDA torch-cluster allocates receivers x max_num_neighbors slots, so the
 # exact search starts here and doubles until no receiver is full. On CPU it
@@ -48,7 +48,8 @@ def radius_graph(
         edge_index [2, E].
     """
     check_positions(pos)
-    check_cutoff(r)
+    r = check_cutoff(r)
+    max_num_neighbors = check_max_num_neighbors(max_num_neighbors)
     batch = _check_batch(batch, pos)
     search_pos = pos.detach()
 
@@ -93,7 +94,8 @@ def periodic_radius_graph(
         ``edge_vec = pos[j] - pos[i] + edge_shift @ cell[batch[j]]``.
     """
     check_positions(pos)
-    check_cutoff(r)
+    r = check_cutoff(r)
+    max_num_neighbors = check_max_num_neighbors(max_num_neighbors)
     batch = _check_batch(batch, pos)
     cell, pbc = _check_periodic(cell, pbc, batch, pos)
 
@@ -197,8 +199,6 @@ def _sort_and_limit(
     """Sort edges by (receiver, sender); keep the nearest ``max_num_neighbors`` per receiver."""
     sender, receiver = edge_index
     if max_num_neighbors is not None:
-        if int(max_num_neighbors) < 1:
-            raise ValueError(f"max_num_neighbors must be a positive integer or None, got {max_num_neighbors}")
         degree = torch.bincount(receiver, minlength=num_nodes)
         if edge_index.shape[1] and int(degree.max()) > max_num_neighbors:
             by_length = torch.argsort(edge_vec.pow(2).sum(-1), stable=True)
