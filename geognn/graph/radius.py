@@ -102,9 +102,8 @@ def periodic_radius_graph(
     with torch.no_grad():
         # Search in float64 on positions wrapped into the cell, so that the
         # number of images per direction follows from the cell alone.
-        periodic = pbc
-        lattice = cell.detach().double() * periodic.unsqueeze(-1)  # [B, 3, 3], zero rows off-pbc
-        dual = torch.linalg.inv(periodic_gram(cell.detach().double(), periodic)) @ lattice
+        lattice = cell.detach().double() * pbc.unsqueeze(-1)  # [B, 3, 3], zero rows off-pbc
+        dual = torch.linalg.inv(periodic_gram(cell.detach().double(), pbc)) @ lattice
         pos64 = pos.detach().double()
         frac = torch.einsum("ni,nki->nk", pos64, dual[batch])
         wrap = torch.floor(frac)  # [N, 3], zero along non-periodic directions
@@ -112,7 +111,7 @@ def periodic_radius_graph(
 
         # Images needed along direction k: planes of the lattice are
         # 1/|dual_k| apart and wrapped fractional coordinates differ by < 1.
-        reach = (torch.floor(r * dual.norm(dim=-1)) + 1).long() * periodic  # [B, 3]
+        reach = (torch.floor(r * dual.norm(dim=-1)) + 1).long() * pbc  # [B, 3]
         shifts = _shift_grid(reach.amax(0).tolist(), pos.device)  # [K, 3] long
         allowed = (shifts.abs().unsqueeze(0) <= reach.unsqueeze(1)).all(-1)  # [B, K]
         image_atom, image_shift = torch.nonzero(allowed[batch], as_tuple=True)

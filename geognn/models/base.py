@@ -92,6 +92,9 @@ class EnergyModel(nn.Module):
             config = cls.Config(**config)
         return cls(config)
 
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.config).items())
+
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
         """Return at least ``{"node_energy": [N]}`` (before scale, shift and references)."""
         raise NotImplementedError
