@@ -108,7 +108,7 @@ class _Transform:
 def assert_equivariant(
     func: Callable,
     args_in,
-    kinds_in: Sequence[str] | None = None,
+    kinds_in: Sequence[str] | Mapping[str, str] | None = None,
     kinds_out: Sequence[str] | Mapping[str, str] | None = None,
     *,
     batch: Tensor | None = None,
@@ -127,8 +127,9 @@ def assert_equivariant(
     * an e3nn-style module with ``irreps_in``/``irreps_out`` and one input
       tensor [N, dim]: kinds are taken from the irreps;
     * a model and a PyG ``Data``/``Batch``: inputs and outputs transform as in
-      `geognn.data.keys.TRANSFORMS`; ``call_kwargs`` (e.g.
-      ``{"compute_forces": True}``) are passed to the model.
+      `geognn.data.keys.TRANSFORMS` (``kinds_in``/``kinds_out`` mappings add
+      or override keys); ``call_kwargs`` (e.g. ``{"compute_forces": True}``)
+      are passed to the model.
 
     ``batch`` [N] assigns atoms to structures for permutations and
     per-structure translations (tensor form only; a ``Batch`` carries it).
@@ -145,7 +146,8 @@ def assert_equivariant(
         batch = data.get(keys.BATCH)
         if batch is None:
             batch = torch.zeros(data.num_nodes, dtype=torch.long)
-        transform_in = lambda T: _transform_data(data, T)  # noqa: E731
+        input_kinds = {**keys.TRANSFORMS, **dict(kinds_in or {})}
+        transform_in = lambda T: _transform_data(data, T, input_kinds)  # noqa: E731
         run = lambda inputs: func(inputs, **call_kwargs)  # noqa: E731
         output_kinds = dict(keys.TRANSFORMS)
         if kinds_out is not None:
@@ -204,12 +206,18 @@ def _named_outputs(out, kinds) -> dict[str, tuple[str, Tensor]]:
     return {str(k): (kind, v) for k, (kind, v) in enumerate(zip(kinds, outputs)) if isinstance(v, Tensor)}
 
 
-def _transform_data(data, T: _Transform):
-    """Copy of ``data`` with every key in `keys.TRANSFORMS` transformed."""
+def _transform_data(data, T: _Transform, kinds: Mapping[str, str]):
+    """Copy of ``data`` with every tensor transformed by its kind.
+
+    Per-atom tensors of unknown kind would not follow a permutation, so they
+    are an error; other unknown tensors (``ptr``, graph-level labels) stay.
+    """
     out = copy.copy(data)
     for key in data.keys():
-        if key in keys.TRANSFORMS:
-            out[key] = T.apply(keys.TRANSFORMS[key], data[key])
+        if key in kinds:
+            out[key] = T.apply(kinds[key], data[key])
+        elif key != keys.PTR and isinstance(data[key], Tensor) and data[key].shape[:1] == (data.num_nodes,):
+            raise ValueError(f"no transformation kind for per-atom input {key!r}; pass kinds_in={{{key!r}: 'node:...'}}")
     return out
 
 

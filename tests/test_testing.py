@@ -179,3 +179,12 @@ def test_egnn_meets_the_float64_acceptance_bound():
     errors = assert_equivariant(model, to_batch(molecules()), call_kwargs={"compute_forces": True}, atol=1e-10)
     for output in (keys.ENERGY, keys.FORCES, keys.UPDATED_POSITIONS):
         assert max(v for k, v in errors.items() if k.endswith("/" + output)) < 1e-10
+
+
+def test_data_inputs_of_unknown_kind_are_named():
+    data = to_batch(molecules()[:2])
+    data.charge_density = torch.rand(data.num_nodes, dtype=torch.float64)
+    model = broken(EGNN)
+    with pytest.raises(ValueError, match="charge_density"):
+        assert_equivariant(model, data)
+    assert_equivariant(model, data, kinds_in={"charge_density": "node:scalar"})
