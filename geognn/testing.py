@@ -146,12 +146,11 @@ def assert_equivariant(
         batch = data.get(keys.BATCH)
         if batch is None:
             batch = torch.zeros(data.num_nodes, dtype=torch.long)
+        original = data
         input_kinds = {**keys.TRANSFORMS, **dict(kinds_in or {})}
         transform_in = lambda T: _transform_data(data, T, input_kinds)  # noqa: E731
         run = lambda inputs: func(inputs, **call_kwargs)  # noqa: E731
-        output_kinds = dict(keys.TRANSFORMS)
-        if kinds_out is not None:
-            output_kinds.update(kinds_out)
+        output_kinds = {**keys.TRANSFORMS, **dict(kinds_out or {})}
     else:
         args = list(args_in)
         if kinds_in is None and hasattr(func, "irreps_in") and hasattr(func, "irreps_out"):
@@ -161,6 +160,7 @@ def assert_equivariant(
         if batch is None:
             first = next(a for a, k in zip(args, kinds_in) if isinstance(a, Tensor) and k.startswith("node"))
             batch = torch.zeros(first.shape[0], dtype=torch.long)
+        original = args
         transform_in = lambda T: [T.apply(k, a) for k, a in zip(kinds_in, args)]  # noqa: E731
         run = lambda inputs: func(*inputs, **call_kwargs)  # noqa: E731
         output_kinds = kinds_out
@@ -168,7 +168,7 @@ def assert_equivariant(
     batch = batch.cpu()
     num_graphs = int(batch.max()) + 1 if batch.numel() else 1
     generator = torch.Generator().manual_seed(seed)
-    reference = _named_outputs(run(args_in if isinstance(args_in, BaseData) else args), output_kinds)
+    reference = _named_outputs(run(original), output_kinds)
 
     errors: dict[str, float] = {}
     failures = []
