@@ -34,13 +34,17 @@ PBC = "pbc"  # [B, 3] bool; periodic systems only
 BATCH = "batch"  # [N] long, structure index of each atom (added by PyG's Batch)
 PTR = "ptr"  # [B + 1] long, offsets of each structure's atoms (added by PyG's Batch)
 
+# ---- dataset extras (what `geognn.data` loaders attach besides the labels below) ----
+QM9_TARGETS = "y"  # [B, 16] float64, QM9's targets in geognn.data.qm9.ALL_TARGETS order and UNITS
+DATASET_INDEX = "idx"  # [B] long, the structure's index in its source (QM9: 1-based molecule number)
+
 # ---- graph (what `geognn.graph` produces) ----
 EDGE_INDEX = "edge_index"  # [2, E] long, (sender j, receiver i)
 EDGE_SHIFT = "edge_shift"  # [E, 3] float holding integers, lattice image of the sender
 EDGE_VECTORS = "edge_vec"  # [E, 3] float, pos[j] - pos[i] + edge_shift @ cell, Å
 EDGE_LENGTHS = "edge_len"  # [E] float, |edge_vec|, Å
 
-# ---- model outputs ----
+# ---- model outputs, and the labels datasets carry under the same names ----
 ENERGY = "energy"  # [B] eV
 NODE_ENERGY = "node_energy"  # [N] eV, per-atom energies; ENERGY is their sum (their mean for a "mean" readout)
 FORCES = "forces"  # [N, 3] eV/Å, -dE/dpos
@@ -59,6 +63,8 @@ TRANSFORMS = {
     CELL: "graph:vector",
     PBC: "graph:scalar",
     BATCH: "node:scalar",
+    QM9_TARGETS: "graph:scalar",
+    DATASET_INDEX: "graph:scalar",
     ENERGY: "graph:scalar",
     NODE_ENERGY: "node:scalar",
     FORCES: "node:vector",

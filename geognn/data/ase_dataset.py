@@ -1,0 +1,220 @@
+"""Energy, force and stress data from any file ASE can read (extxyz, ASE db, trajectory)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from tqdm.auto import tqdm
+
+from geognn.data import keys
+from geognn.data.atoms import atoms_to_data
+from geognn.data.collated import CollatedDataset
+from geognn.data.units import energy_unit_factor
+
+PathLike = Union[str, os.PathLike]
+
+# Formats whose frames are "count line, comment line, one line per atom", so
+# that a failing frame's first line number can be reported.
+_XYZ_FORMATS = ("extxyz", "xyz")
+
+
+class DatasetFormatError(ValueError):
+    """A data file that cannot be read; the message names the file and the frame (and line)."""
+
+
+def _lookup(atoms, key: str, per_atom: bool):
+    """A property from the attached calculator's results, else from ``info`` / ``arrays``.
+
+    ASE >= 3.23 moves extxyz ``energy``/``forces``/``stress`` into a
+    SinglePointCalculator, while other names (``REF_energy``) stay in
+    ``info``/``arrays``; both places are searched.
+    """
+    if atoms.calc is not None and key in getattr(atoms.calc, "results", {}):
+        return atoms.calc.results[key]
+    return (atoms.arrays if per_atom else atoms.info).get(key)
+
+
+def _stress_3x3(value, where: str) -> np.ndarray:
+    stress = np.asarray(value, dtype=np.float64)
+    if stress.shape == (6,):  # Voigt order xx, yy, zz, yz, xz, xy (ASE's)
+        xx, yy, zz, yz, xz, xy = stress
+        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    if stress.size == 9:
+        return stress.reshape(3, 3)
+    raise DatasetFormatError(f"{where}: stress must have 6 (Voigt) or 9 entries, got shape {stress.shape}")
+
+
+def _selection(index) -> tuple[Union[int, slice, None], Optional[int]]:
+    """An ASE index as (selection to apply to the frame list, last frame number needed or None for all)."""
+    from ase.io.formats import string2index
+
+    if isinstance(index, str):
+        index = string2index(index)
+    if isinstance(index, bool) or not isinstance(index, (int, slice)):
+        raise TypeError(f"index must be an int, a slice or an ASE index string such as ':10', got {index!r}")
+    if isinstance(index, int):
+        return index, index if index >= 0 else None
+    start, stop, step = index.start, index.stop, index.step
+    bounded = stop is not None and stop >= 0 and (start is None or start >= 0) and (step is None or step > 0)
+    return index, stop - 1 if bounded else None
+
+
+def _as_float_array(value, label: str, name: str, where: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetFormatError(f"{where}: {label} {name!r} is not numeric: {value!r}") from None
+    if not np.isfinite(array).all():
+        raise DatasetFormatError(f"{where}: {label} {name!r} contains NaN or inf")
+    return array
+
+
+class ASEDataset(CollatedDataset):
+    """Structures with energies, forces and stress from ASE-readable files.
+
+    Each item is a `Data` with ``z``, ``pos`` (Å), ``cell``/``pbc`` for
+    periodic frames, and whichever labels the files carry: ``energy`` [1]
+    (eV, float64), ``forces`` [n, 3] (eV/Å) and ``stress`` [1, 3, 3] (eV/Å³,
+    ASE's sign convention). Labels are read from the calculator results that
+    ASE attaches (extxyz ``energy=`` / ``forces`` columns, ``.db`` rows,
+    ``.traj`` frames) or from ``atoms.info`` / ``atoms.arrays`` under the given
+    key names. Every frame must carry the same labels. If some frames are
+    periodic and others not, the non-periodic ones get a zero cell and
+    ``pbc=False`` so that they batch together.
+
+    Args:
+        paths: one file or a list of files; frames are concatenated in order.
+        index: ASE index of the frames to read from each file (``":"`` = all).
+        format: ASE format name, if it cannot be guessed from the file name.
+        energy_key, forces_key, stress_key: names of the labels in the files;
+            None skips that label.
+        energy_unit: unit of the energies in the files (``"eV"``,
+            ``"kcal/mol"``, ``"Hartree"``, ...); forces and stress are scaled
+            with it (lengths are taken to be Å).
+        dtype: floating dtype of positions, cells, forces and stress.
+        transform: applied to each item on access, as in PyG.
+        progress: show a progress bar while reading.
+
+    Raises:
+        DatasetFormatError: an unreadable or truncated file (naming the file,
+            frame and, for xyz files, line), or labels present in some frames
+            and missing in others.
+    """
+
+    def __init__(
+        self,
+        paths: Union[PathLike, Sequence[PathLike]],
+        index: Union[str, int, slice] = ":",
+        format: Optional[str] = None,
+        energy_key: Optional[str] = "energy",
+        forces_key: Optional[str] = "forces",
+        stress_key: Optional[str] = "stress",
+        energy_unit: str = "eV",
+        dtype: Optional[torch.dtype] = None,
+        transform=None,
+        progress: bool = False,
+    ):
+        super().__init__(transform=transform)
+        self.paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("ASEDataset needs at least one file")
+        self.label_keys = {keys.ENERGY: energy_key, keys.FORCES: forces_key, keys.STRESS: stress_key}
+        self.dtype = dtype or torch.get_default_dtype()
+        self._scale = energy_unit_factor(energy_unit)
+        frames: list[Data] = []
+        self._labels: Optional[frozenset] = None
+        for path in self.paths:
+            frames.extend(self._read(path, index, format, progress))
+        if not frames:
+            raise DatasetFormatError(f"no structures in {', '.join(map(str, self.paths))} (index={index!r})")
+        periodic = [keys.CELL in frame for frame in frames]
+        if any(periodic) and not all(periodic):
+            for frame in frames:
+                if keys.CELL not in frame:
+                    frame[keys.CELL] = torch.zeros(1, 3, 3, dtype=self.dtype)
+                    frame[keys.PBC] = torch.zeros(1, 3, dtype=torch.bool)
+        self._data, self.slices = self.collate(frames)
+
+    @property
+    def labels(self) -> frozenset:
+        """The label keys every frame carries (a subset of energy, forces, stress)."""
+        return self._labels
+
+    def _read(self, path: Path, index, format: Optional[str], progress: bool) -> list[Data]:
+        import ase.io
+        from ase.io.formats import filetype
+
+        if not path.exists():
+            raise FileNotFoundError(f"data file {path} does not exist")
+        try:
+            fmt = format or filetype(str(path), guess=True)
+        except Exception as err:  # ASE raises several types for unknown files
+            raise DatasetFormatError(f"{path}: ASE cannot tell the file format ({err}); pass format=") from None
+        keep, last = _selection(index)
+        # Frames are read in file order (index ":") so that an error names the
+        # frame's number and line in the file, not in the selection.
+        read, line = [], 1
+        iterator = iter(ase.io.iread(str(path), index=":", format=fmt))
+        bar = tqdm(desc=path.name, unit=" frames", disable=not progress)
+        while last is None or len(read) <= last:
+            where = f"{path}, frame {len(read)}" + (f" (line {line})" if fmt in _XYZ_FORMATS else "")
+            try:
+                atoms = next(iterator)
+            except StopIteration:
+                break
+            except Exception as err:  # ASE's readers raise many types on bad input
+                raise DatasetFormatError(f"{where}: cannot read the frame ({type(err).__name__}: {err})") from None
+            read.append((atoms, where))
+            line += len(atoms) + 2
+            bar.update()
+        bar.close()
+        chosen = range(len(read))[keep] if keep is not None else range(len(read))
+        if isinstance(chosen, int):
+            chosen = [chosen]
+        return [self._convert(*read[k]) for k in chosen]
+
+    def _convert(self, atoms, where: str) -> Data:
+        try:
+            data = atoms_to_data(atoms, dtype=self.dtype)
+        except ValueError as err:
+            raise DatasetFormatError(f"{where}: {err}") from None
+        found = set()
+        for label, name in self.label_keys.items():
+            if name is None:
+                continue
+            value = _lookup(atoms, name, per_atom=label == keys.FORCES)
+            if value is None:
+                continue
+            found.add(label)
+            value = _as_float_array(value, label, name, where)
+            if label == keys.ENERGY:
+                energy = value.reshape(-1)
+                if energy.size != 1:
+                    raise DatasetFormatError(f"{where}: energy {name!r} must be one number, got shape {energy.shape}")
+                data[label] = torch.as_tensor(energy * self._scale, dtype=torch.float64)
+            elif label == keys.FORCES:
+                forces = value
+                if forces.shape != (len(atoms), 3):
+                    raise DatasetFormatError(f"{where}: forces {name!r} have shape {forces.shape}, expected ({len(atoms)}, 3)")
+                data[label] = torch.as_tensor(forces * self._scale, dtype=self.dtype)
+            else:
+                stress = _stress_3x3(value, where) * self._scale
+                data[label] = torch.as_tensor(stress, dtype=self.dtype).reshape(1, 3, 3)
+        found = frozenset(found)
+        if self._labels is None:
+            self._labels = found
+        elif found != self._labels:
+            raise DatasetFormatError(
+                f"{where}: carries labels {sorted(found)} but earlier frames carry {sorted(self._labels)}; "
+                "every frame needs the same labels (set a key to None to ignore a label)"
+            )
+        return data
+
+    def __repr__(self) -> str:
+        names = ", ".join(p.name for p in self.paths)
+        return f"ASEDataset({len(self)}, files=[{names}], labels={sorted(self._labels or ())})"

@@ -1,0 +1,496 @@
+"""`ASEDataset`: energies, forces and stress from extxyz, ASE db and trajectory files; splits."""
+
+from __future__ import annotations
+
+import re
+
+import ase.io
+import ase.units
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk, molecule
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import voigt_6_to_full_3x3_stress
+from torch_geometric.loader import DataLoader
+
+from geognn.data import ASEDataset, DatasetFormatError, keys
+from geognn.data.collated import split_sizes
+from geognn.data.units import KCAL_PER_MOL_TO_EV
+
+FORMATS = ["extxyz", "db", "traj"]
+
+
+def _labelled(atoms, rng, stress: bool = False):
+    """Attach a random energy, forces (and stress) through a SinglePointCalculator."""
+    results = {"energy": float(rng.normal(scale=10.0)), "forces": rng.normal(size=(len(atoms), 3))}
+    if stress:
+        # distinct entries, so that any mix-up of the Voigt order shows
+        results["stress"] = rng.normal(scale=0.01, size=6)
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+def _molecules(rng):
+    ethanol = molecule("CH3CH2OH")
+    ethanol.rattle(0.05, seed=1)
+    water = molecule("H2O")
+    ammonia = molecule("NH3")
+    ammonia.rattle(0.02, seed=2)
+    return [_labelled(a, rng) for a in (ethanol, water, ammonia)]
+
+
+def _crystals(rng, stress: bool = True):
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cu.rattle(0.05, seed=3)
+    si = bulk("Si", "diamond", a=5.43)
+    si.rattle(0.05, seed=4)
+    return [_labelled(a, rng, stress=stress) for a in (cu, si)]
+
+
+def _write(tmp_path, name, frames, fmt="extxyz"):
+    path = tmp_path / f"{name}.{fmt}"
+    ase.io.write(path, frames)
+    return path
+
+
+def _check_against(dataset, frames, *, exact: bool, with_stress: bool):
+    """Compare every item of ``dataset`` with the labelled ``frames``."""
+    assert len(dataset) == len(frames)
+
+    def same(actual, expected):
+        actual = actual.numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual)
+        if exact:
+            np.testing.assert_array_equal(actual, expected)
+        else:
+            np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-8)
+
+    for data, atoms in zip(dataset, frames):
+        assert data[keys.ATOMIC_NUMBERS].tolist() == atoms.numbers.tolist()
+        same(data[keys.POSITIONS], atoms.positions)
+        if atoms.pbc.any():
+            same(data[keys.CELL][0], atoms.cell[:])
+            assert data[keys.PBC].tolist() == [atoms.pbc.tolist()]
+        else:
+            assert keys.CELL not in data and keys.PBC not in data
+        results = atoms.calc.results
+        assert data[keys.ENERGY].dtype == torch.float64 and data[keys.ENERGY].shape == (1,)
+        same(data[keys.ENERGY], [results["energy"]])
+        assert data[keys.FORCES].shape == (len(atoms), 3)
+        same(data[keys.FORCES], results["forces"])
+        if with_stress:
+            assert data[keys.STRESS].shape == (1, 3, 3)
+            stress = np.asarray(results["stress"])
+            full = voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress.reshape(3, 3)
+            same(data[keys.STRESS][0], full)
+        else:
+            assert keys.STRESS not in data
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_molecules(tmp_path, fmt):
+    frames = _molecules(np.random.default_rng(0))
+    path = _write(tmp_path, "molecules", frames, fmt)
+    dataset = ASEDataset(path, dtype=torch.float64)
+    assert dataset.labels == frozenset({keys.ENERGY, keys.FORCES})
+    # identical to what ASE itself reads from the same file
+    _check_against(dataset, ase.io.read(path, ":"), exact=True, with_stress=False)
+    # and to the values written (extxyz rounds positions and forces to 8 decimals)
+    _check_against(dataset, frames, exact=fmt != "extxyz", with_stress=False)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_periodic_with_stress(tmp_path, fmt):
+    frames = _crystals(np.random.default_rng(1))
+    path = _write(tmp_path, "crystals", frames, fmt)
+    dataset = ASEDataset(path, dtype=torch.float64)
+    assert dataset.labels == frozenset({keys.ENERGY, keys.FORCES, keys.STRESS})
+    _check_against(dataset, ase.io.read(path, ":"), exact=True, with_stress=True)
+    _check_against(dataset, frames, exact=fmt != "extxyz", with_stress=True)
+
+
+@pytest.mark.parametrize("fmt", ["db", "traj"])
+def test_voigt_order(tmp_path, fmt):
+    # .db and .traj keep ASE's Voigt vector (xx, yy, zz, yz, xz, xy) as it is
+    atoms = bulk("Si", "diamond", a=5.43)
+    voigt = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((2, 3)), stress=voigt)
+    path = _write(tmp_path, "si", [atoms], fmt)
+    stress = ASEDataset(path, dtype=torch.float64)[0][keys.STRESS][0].numpy()
+    np.testing.assert_array_equal(stress, voigt_6_to_full_3x3_stress(voigt))
+    assert stress[1, 2] == stress[2, 1] == 4.0  # yz
+    assert stress[0, 2] == stress[2, 0] == 5.0  # xz
+    assert stress[0, 1] == stress[1, 0] == 6.0  # xy
+
+
+def test_dtypes_and_batching(tmp_path):
+    frames = _crystals(np.random.default_rng(2)) * 2
+    dataset = ASEDataset(_write(tmp_path, "crystals", frames), dtype=torch.float32)
+    item = dataset[0]
+    assert item[keys.POSITIONS].dtype == torch.float32 and item[keys.FORCES].dtype == torch.float32
+    assert item[keys.STRESS].dtype == torch.float32 and item[keys.CELL].dtype == torch.float32
+    assert item[keys.ENERGY].dtype == torch.float64  # energies stay float64 whatever dtype is
+    loader = DataLoader(dataset, batch_size=3, shuffle=False)
+    batch = next(iter(loader))
+    sizes = [len(a) for a in frames[:3]]
+    assert batch.num_graphs == 3
+    assert batch[keys.ENERGY].shape == (3,) and batch[keys.ENERGY].dtype == torch.float64
+    np.testing.assert_array_equal(batch[keys.ENERGY].numpy(), [a.calc.results["energy"] for a in frames[:3]])
+    assert batch[keys.FORCES].shape == (sum(sizes), 3)
+    assert batch[keys.STRESS].shape == (3, 3, 3)
+    assert batch[keys.CELL].shape == (3, 3, 3) and batch[keys.PBC].shape == (3, 3)
+    assert batch.batch.tolist() == sum(([b] * n for b, n in enumerate(sizes)), [])
+
+
+def test_labels_under_custom_names(tmp_path):
+    rng = np.random.default_rng(3)
+    frames, energies, forces = [], [], []
+    for name in ("H2O", "CH4", "CH3OH"):
+        atoms = molecule(name)
+        energies.append(float(rng.normal()))
+        forces.append(rng.normal(size=(len(atoms), 3)))
+        atoms.info["REF_energy"] = energies[-1]
+        atoms.arrays["REF_forces"] = forces[-1]
+        frames.append(atoms)
+    path = _write(tmp_path, "ref", frames)
+    # default names find nothing: the labels stay in info/arrays, not in a calculator
+    unlabelled = ASEDataset(path)
+    assert unlabelled.labels == frozenset()
+    assert keys.ENERGY not in unlabelled[0] and keys.FORCES not in unlabelled[0]
+    dataset = ASEDataset(path, energy_key="REF_energy", forces_key="REF_forces", dtype=torch.float64)
+    assert dataset.labels == frozenset({keys.ENERGY, keys.FORCES})
+    for data, energy, force in zip(dataset, energies, forces):
+        np.testing.assert_allclose(data[keys.ENERGY].numpy(), [energy], rtol=1e-12)
+        np.testing.assert_allclose(data[keys.FORCES].numpy(), force, rtol=0, atol=1e-8)
+
+
+def test_stress_under_custom_names(tmp_path):
+    # a 6-entry (Voigt) and a 9-entry (full, not symmetric) stress in info
+    voigt = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    full = np.arange(9.0).reshape(3, 3) / 10.0
+    frames = []
+    for stress in (voigt, full):
+        atoms = bulk("Cu", "fcc", a=3.6)
+        atoms.info["REF_energy"] = -3.0
+        atoms.info["REF_stress"] = stress
+        frames.append(atoms)
+    path = _write(tmp_path, "stress", frames)
+    dataset = ASEDataset(path, energy_key="REF_energy", forces_key=None, stress_key="REF_stress", dtype=torch.float64)
+    assert dataset.labels == frozenset({keys.ENERGY, keys.STRESS})
+    np.testing.assert_allclose(dataset[0][keys.STRESS][0].numpy(), voigt_6_to_full_3x3_stress(voigt), rtol=1e-12)
+    np.testing.assert_allclose(dataset[1][keys.STRESS][0].numpy(), full, rtol=1e-12)
+
+
+def test_label_key_none_skips_the_label(tmp_path):
+    path = _write(tmp_path, "crystals", _crystals(np.random.default_rng(4)))
+    dataset = ASEDataset(path, stress_key=None, forces_key=None)
+    assert dataset.labels == frozenset({keys.ENERGY})
+    assert keys.STRESS not in dataset[0] and keys.FORCES not in dataset[0]
+
+
+def test_energy_unit_scales_energy_forces_and_stress(tmp_path):
+    frames = _crystals(np.random.default_rng(5))
+    path = _write(tmp_path, "crystals", frames, "traj")
+    ev = ASEDataset(path, dtype=torch.float64)
+    kcal = ASEDataset(path, energy_unit="kcal/mol", dtype=torch.float64)
+    reference = ase.units.kcal / ase.units.mol  # an independent value of 1 kcal/mol in eV
+    assert KCAL_PER_MOL_TO_EV == pytest.approx(reference, rel=1e-6)
+    for a, b, atoms in zip(ev, kcal, frames):
+        results = atoms.calc.results
+        np.testing.assert_allclose(b[keys.ENERGY].numpy(), [results["energy"] * reference], rtol=1e-6)
+        np.testing.assert_allclose(b[keys.FORCES].numpy(), results["forces"] * reference, rtol=1e-6)
+        # exactly the library's factor, for all three labels
+        np.testing.assert_allclose(b[keys.ENERGY].numpy(), a[keys.ENERGY].numpy() * KCAL_PER_MOL_TO_EV, rtol=1e-15)
+        np.testing.assert_allclose(b[keys.FORCES].numpy(), a[keys.FORCES].numpy() * KCAL_PER_MOL_TO_EV, rtol=1e-15)
+        np.testing.assert_allclose(b[keys.STRESS].numpy(), a[keys.STRESS].numpy() * KCAL_PER_MOL_TO_EV, rtol=1e-15)
+        # positions and cells are lengths: untouched
+        np.testing.assert_array_equal(b[keys.POSITIONS].numpy(), a[keys.POSITIONS].numpy())
+        np.testing.assert_array_equal(b[keys.CELL].numpy(), a[keys.CELL].numpy())
+
+
+def test_unknown_energy_unit(tmp_path):
+    path = _write(tmp_path, "molecules", _molecules(np.random.default_rng(6)))
+    with pytest.raises(ValueError, match="kcal/mol"):
+        ASEDataset(path, energy_unit="kcal")
+
+
+def test_mixed_periodic_and_molecules_batch(tmp_path):
+    rng = np.random.default_rng(7)
+    molecules, crystals = _molecules(rng), _crystals(rng, stress=False)
+    frames = [molecules[0], crystals[0], molecules[1], crystals[1]]
+    path = _write(tmp_path, "mixed", frames)
+    dataset = ASEDataset(path, dtype=torch.float64)
+    for data, atoms in zip(dataset, frames):
+        assert data[keys.CELL].shape == (1, 3, 3) and data[keys.PBC].shape == (1, 3)
+        if atoms.pbc.any():
+            np.testing.assert_array_equal(data[keys.CELL][0].numpy(), atoms.cell[:])
+            assert data[keys.PBC].tolist() == [[True, True, True]]
+        else:
+            assert not bool(data[keys.CELL].any())
+            assert data[keys.PBC].tolist() == [[False, False, False]]
+    batch = next(iter(DataLoader(dataset, batch_size=4, shuffle=False)))
+    assert batch[keys.CELL].shape == (4, 3, 3) and batch[keys.PBC].shape == (4, 3)
+    assert batch[keys.PBC].all(dim=1).tolist() == [False, True, False, True]
+    assert batch[keys.ENERGY].shape == (4,)
+    assert batch[keys.POSITIONS].shape == (sum(len(a) for a in frames), 3)
+
+
+def test_multiple_files_and_index(tmp_path):
+    rng = np.random.default_rng(8)
+    first, second = _molecules(rng), _molecules(rng)
+    paths = [_write(tmp_path, "first", first), _write(tmp_path, "second", second, "traj")]
+    energies = [a.calc.results["energy"] for a in first + second]
+
+    def read_energies(dataset):
+        return [float(d[keys.ENERGY]) for d in dataset]
+
+    assert read_energies(ASEDataset(paths, dtype=torch.float64)) == pytest.approx(energies, abs=0, rel=1e-15)
+    reverse = ASEDataset(paths[::-1], dtype=torch.float64)
+    assert read_energies(reverse) == pytest.approx(energies[3:] + energies[:3], abs=0, rel=1e-15)
+    # index applies to every file
+    assert read_energies(ASEDataset(paths, index=1)) == pytest.approx([energies[1], energies[4]], rel=1e-15)
+    assert read_energies(ASEDataset(paths, index="1:")) == pytest.approx(energies[1:3] + energies[4:], rel=1e-15)
+    assert read_energies(ASEDataset(paths[0], index=slice(None, None, 2))) == pytest.approx(
+        [energies[0], energies[2]], rel=1e-15
+    )
+    assert read_energies(ASEDataset(paths[1], index=-1)) == pytest.approx([energies[5]], rel=1e-15)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _four_molecule_file(tmp_path):
+    rng = np.random.default_rng(9)
+    frames = [_labelled(molecule(name), rng) for name in ("H2O", "CH4", "CH3OH", "NH3")]
+    path = _write(tmp_path, "four", frames)
+    lines = path.read_text().splitlines(keepends=True)
+    # 1-based line number of frame 2's atom-count line: each frame is n + 2 lines
+    frame2_line = 1 + sum(len(a) + 2 for a in frames[:2])
+    assert lines[frame2_line - 1].strip() == str(len(frames[2]))
+    return path, lines, frames, frame2_line
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated"])
+def test_damaged_frame_names_file_frame_and_line(tmp_path, damage):
+    path, lines, frames, frame2_line = _four_molecule_file(tmp_path)
+    bad = tmp_path / f"{damage}.extxyz"
+    if damage == "corrupt":  # a letter in frame 2's first atom line
+        lines[frame2_line + 1] = lines[frame2_line + 1].replace(".", "x", 1)
+        bad.write_text("".join(lines))
+    else:  # frames 0 and 1 whole, frame 2 cut after its first two atoms
+        bad.write_text("".join(lines[: frame2_line + 3]))
+    with pytest.raises(DatasetFormatError, match=rf"{damage}\.extxyz, frame 2 \(line {frame2_line}\)"):
+        ASEDataset(bad)
+
+
+def test_truncated_last_frame(tmp_path):
+    path, lines, frames, _ = _four_molecule_file(tmp_path)
+    frame3_line = 1 + sum(len(a) + 2 for a in frames[:3])
+    bad = tmp_path / "cut.extxyz"
+    bad.write_text("".join(lines[: frame3_line + 2]))  # count, comment and one atom of NH3
+    with pytest.raises(DatasetFormatError, match=rf"cut\.extxyz, frame 3 \(line {frame3_line}\)"):
+        ASEDataset(bad)
+
+
+def test_error_line_with_index_points_into_the_file(tmp_path):
+    path, lines, frames, frame2_line = _four_molecule_file(tmp_path)
+    lines[frame2_line + 1] = lines[frame2_line + 1].replace(".", "x", 1)
+    bad = tmp_path / "corrupt.extxyz"
+    bad.write_text("".join(lines))
+    with pytest.raises(DatasetFormatError) as info:
+        ASEDataset(bad, index="1:")
+    # the reported line must be the failing frame's first line in the file
+    assert re.search(rf"\bline {frame2_line}\b", str(info.value))
+
+
+def test_corrupt_energy_in_comment_line_names_file_and_frame(tmp_path):
+    path, lines, frames, frame2_line = _four_molecule_file(tmp_path)
+    comment = lines[frame2_line]  # frame 2's comment line (1-based line frame2_line + 1)
+    assert "energy=" in comment
+    lines[frame2_line] = re.sub(r"energy=(\S+)", r"energy=\1x", comment)
+    bad = tmp_path / "energy.extxyz"
+    bad.write_text("".join(lines))
+    with pytest.raises(DatasetFormatError, match=r"energy\.extxyz, frame 2\b"):
+        ASEDataset(bad)
+
+
+def test_plain_xyz_error_line(tmp_path):
+    path = tmp_path / "plain.xyz"
+    path.write_text("2\n\nH 0 0 0\nH 0 0 0.7\n3\ncomment\nO 0 0 0\nH 0 0 1\nH 0 1 y\n")
+    with pytest.raises(DatasetFormatError, match=r"plain\.xyz, frame 1 \(line 5\)"):
+        ASEDataset(path)
+
+
+@pytest.mark.parametrize("suffix", ["traj", "db"])
+def test_garbage_binary_file(tmp_path, suffix):
+    path = tmp_path / f"garbage.{suffix}"
+    path.write_bytes(b"not an ASE file " * 64)
+    with pytest.raises(DatasetFormatError, match=rf"garbage\.{suffix}, frame 0"):
+        ASEDataset(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.extxyz"
+    path.write_text("")
+    with pytest.raises(DatasetFormatError, match=r"empty\.extxyz"):
+        ASEDataset(path)
+    with pytest.raises(DatasetFormatError, match="no structures"):
+        ASEDataset(path, format="extxyz")
+
+
+def test_inconsistent_labels_name_the_frame(tmp_path):
+    rng = np.random.default_rng(10)
+    frames = _molecules(rng)
+    water = molecule("H2O")
+    water.calc = SinglePointCalculator(water, energy=-1.0)  # no forces
+    frames.insert(2, water)
+    path = _write(tmp_path, "gap", frames)
+    with pytest.raises(DatasetFormatError, match=r"gap\.extxyz, frame 2\b.*forces"):
+        ASEDataset(path)
+    # ignoring the forces makes the file consistent
+    assert ASEDataset(path, forces_key=None).labels == frozenset({keys.ENERGY})
+
+
+def test_inconsistent_labels_across_files(tmp_path):
+    rng = np.random.default_rng(11)
+    good = _write(tmp_path, "good", _molecules(rng))
+    water = molecule("H2O")
+    water.calc = SinglePointCalculator(water, energy=-1.0)
+    other = _write(tmp_path, "other", [water], "traj")
+    with pytest.raises(DatasetFormatError, match=r"other\.traj, frame 0"):
+        ASEDataset([good, other])
+
+
+def test_missing_file(tmp_path):
+    good = _write(tmp_path, "good", _molecules(np.random.default_rng(12)))
+    with pytest.raises(FileNotFoundError, match="nothere.extxyz"):
+        ASEDataset(tmp_path / "nothere.extxyz")
+    with pytest.raises(FileNotFoundError, match="nothere.extxyz"):
+        ASEDataset([good, tmp_path / "nothere.extxyz"])
+    with pytest.raises(ValueError):
+        ASEDataset([])
+
+
+@pytest.mark.parametrize("label", ["forces", "energy"])
+def test_nan_labels_raise(tmp_path, label):
+    frames = _molecules(np.random.default_rng(13))
+    results = frames[1].calc.results
+    if label == "forces":
+        results["forces"][2, 1] = np.nan
+    else:
+        results["energy"] = np.nan
+    path = _write(tmp_path, "nan", frames, "traj")
+    with pytest.raises(DatasetFormatError, match=rf"nan\.traj, frame 1.*{label}.*NaN"):
+        ASEDataset(path)
+
+
+def test_energy_must_be_one_number(tmp_path):
+    atoms = molecule("H2O")
+    atoms.info["REF_energy"] = np.array([1.0, 2.0])
+    path = _write(tmp_path, "two", [atoms])
+    with pytest.raises(DatasetFormatError, match=r"two\.extxyz, frame 0.*one number"):
+        ASEDataset(path, energy_key="REF_energy")
+
+
+def test_forces_in_info_are_not_per_atom(tmp_path):
+    atoms = molecule("H2O")
+    atoms.info["REF_energy"] = 1.0
+    atoms.info["REF_forces"] = np.zeros(6)
+    path = _write(tmp_path, "info", [atoms])
+    # per-atom labels are looked up in arrays (or the calculator), never in info
+    dataset = ASEDataset(path, energy_key="REF_energy", forces_key="REF_forces")
+    assert dataset.labels == frozenset({keys.ENERGY})
+
+
+@pytest.mark.parametrize("index", [slice(5, None), "10:", slice(0, 0)])
+def test_empty_selection_raises(tmp_path, index):
+    path = _write(tmp_path, "molecules", _molecules(np.random.default_rng(14)))
+    with pytest.raises(DatasetFormatError, match="no structures"):
+        ASEDataset(path, index=index)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@pytest.fixture
+def twenty(tmp_path):
+    rng = np.random.default_rng(15)
+    frames = [_labelled(molecule("H2O"), rng) for _ in range(20)]
+    dataset = ASEDataset(_write(tmp_path, "twenty", frames, "traj"), dtype=torch.float64)
+    energies = [float(d[keys.ENERGY]) for d in dataset]
+    assert len(set(energies)) == 20  # energies identify the frames
+    return dataset, {e: i for i, e in enumerate(energies)}
+
+
+def _frame_ids(subset, lookup):
+    return [lookup[float(d[keys.ENERGY])] for d in subset]
+
+
+@pytest.mark.parametrize(
+    "sizes,expected",
+    [
+        ((12, 5, None), [12, 5, 3]),
+        ((10, 4), [10, 4]),
+        ((0.5, 0.25, None), [10, 5, 5]),
+        ((0.7, 0.2), [14, 4]),
+        ((None, 3), [17, 3]),
+    ],
+)
+def test_split_sizes_disjoint(twenty, sizes, expected):
+    dataset, lookup = twenty
+    parts = dataset.split(sizes, seed=1)
+    assert [len(p) for p in parts] == expected
+    ids = [_frame_ids(p, lookup) for p in parts]
+    flat = [i for part in ids for i in part]
+    assert len(set(flat)) == len(flat) == sum(expected)
+    assert set(flat) <= set(range(20))
+    if None in sizes:
+        assert set(flat) == set(range(20))
+
+
+def test_split_seed(twenty):
+    dataset, lookup = twenty
+    ids = lambda parts: [_frame_ids(p, lookup) for p in parts]  # noqa: E731
+    assert ids(dataset.split((10, 5, None), seed=3)) == ids(dataset.split((10, 5, None), seed=3))
+    assert ids(dataset.split((10, 5, None), seed=3)) != ids(dataset.split((10, 5, None), seed=4))
+
+
+def test_split_of_a_split(twenty):
+    dataset, lookup = twenty
+    train, test = dataset.split((15, None), seed=0)
+    inner = train.split((10, None), seed=0)
+    inner_ids = [set(_frame_ids(p, lookup)) for p in inner]
+    assert inner_ids[0] | inner_ids[1] == set(_frame_ids(train, lookup))
+    assert not (inner_ids[0] | inner_ids[1]) & set(_frame_ids(test, lookup))
+
+
+def test_split_too_large(twenty):
+    dataset, _ = twenty
+    with pytest.raises(ValueError, match=r"\b20\b"):
+        dataset.split((15, 10))
+
+
+def test_split_sizes_edge_cases():
+    with pytest.raises(ValueError, match="None"):
+        split_sizes(10, (None, None))
+    with pytest.raises(ValueError, match="non-negative"):
+        split_sizes(10, (-1, None))
+    with pytest.raises(ValueError, match="fraction"):
+        split_sizes(10, (0.6, 0.5))
+    with pytest.raises(ValueError, match="fraction"):
+        split_sizes(10, (0.5, 3))  # mixed fractions and counts
+    with pytest.raises(ValueError):
+        split_sizes(10, ())
+    with pytest.raises(ValueError, match="unknown split"):
+        split_sizes(10, "nosuchsplit")
+    with pytest.raises(TypeError):
+        split_sizes(10, (True, None))
+    assert split_sizes(130831, "dimenet") == [110000, 10000, 130831 - 120000]
+    assert split_sizes(130831, "dimenet") == [110000, 10000, 10831]
+    with pytest.raises(ValueError, match="130"):
+        split_sizes(130, "dimenet")
+    assert split_sizes(10, (0.3, 0.3, None)) == [3, 3, 4]
+    assert split_sizes(10, (10, 0)) == [10, 0]
