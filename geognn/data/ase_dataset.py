@@ -49,7 +49,7 @@ def _stress_3x3(value, where: str) -> np.ndarray:
     raise DatasetFormatError(f"{where}: stress must have 6 (Voigt) or 9 entries, got shape {stress.shape}")
 
 
-def _selection(index) -> tuple[Union[int, slice, None], Optional[int]]:
+def _selection(index) -> tuple[Union[int, slice], Optional[int]]:
     """An ASE index as (selection to apply to the frame list, last frame number needed or None for all)."""
     from ase.io.formats import string2index
 
@@ -173,10 +173,11 @@ class ASEDataset(CollatedDataset):
             line += len(atoms) + 2
             bar.update()
         bar.close()
-        chosen = range(len(read))[keep] if keep is not None else range(len(read))
-        if isinstance(chosen, int):
-            chosen = [chosen]
-        return [self._convert(*read[k]) for k in chosen]
+        try:
+            chosen = range(len(read))[keep]
+        except IndexError:
+            raise DatasetFormatError(f"{path}: index {index!r} is out of range; the file has {len(read)} frames") from None
+        return [self._convert(*read[k]) for k in ([chosen] if isinstance(chosen, int) else chosen)]
 
     def _convert(self, atoms, where: str) -> Data:
         try:

@@ -412,6 +412,13 @@ def test_empty_selection_raises(tmp_path, index):
         ASEDataset(path, index=index)
 
 
+@pytest.mark.parametrize("index", [3, -4, "7"])
+def test_out_of_range_frame_index_names_the_file(tmp_path, index):
+    path = _write(tmp_path, "molecules", _molecules(np.random.default_rng(14)))
+    with pytest.raises(DatasetFormatError, match=r"molecules\.extxyz: index .* out of range; the file has 3 frames"):
+        ASEDataset(path, index=index)
+
+
 # --------------------------------------------------------------------------- splits
 
 
