@@ -9,9 +9,12 @@ configurations of three of them, made by the `geognn.data.xtb` recipe).
 """
 
 import csv
+import os
 import shutil
 import tempfile
 from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # byte-reproducible xTB labels (see datasets/qm9_xtb/README.md)
 
 import numpy as np
 

@@ -231,7 +231,10 @@ def run_recipe(
     ``summary.json`` (counts, failures, labelling time).
 
     Args:
-        workers: processes, one per core by default; 1 runs in this process.
+        workers: processes, one per core by default, each with
+            ``OMP_NUM_THREADS=1``; 1 labels in this process, with its own
+            OpenMP setting (set ``OMP_NUM_THREADS=1`` before starting Python
+            for byte-identical output).
     """
     out_dir = Path(out_dir)
     chunk_dir = out_dir / "chunks"
