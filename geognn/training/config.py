@@ -1,0 +1,212 @@
+"""Training configuration: dataclasses that YAML recipes parse into.
+
+A recipe is a YAML mapping with the sections of `TrainConfig` (``model``,
+``data``, ``loss``, ``optim``, ``log``) plus a few top-level fields. Every key
+is checked: an unknown key is an error that names its full path (``optim.lrr``)
+and the closest valid names, a value of the wrong type names the expected one.
+The same dataclasses are built from Python directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+
+class ConfigError(ValueError):
+    """A recipe that cannot be used; the message names the key and what is expected."""
+
+
+def _choose(value: str, choices: tuple, where: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass
+class ModelSection:
+    """Which model to build: ``name`` is a key of `geognn.models.MODELS`, ``options`` its config fields."""
+
+    name: str = "egnn"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """Which dataset, which target, how to split and batch it.
+
+    ``dataset`` names a loader (``qm9``, ``qm9_xtb``, ``ase``, ``md17``) and
+    ``options`` its keyword arguments (``root``, ``paths``, ``subset``, ...).
+    ``split`` is a named split (``dimenet``) or sizes (counts or fractions,
+    one may be null for the rest), drawn with ``split_seed``.
+    """
+
+    dataset: str = "qm9"
+    options: dict = field(default_factory=dict)
+    split: Union[str, list] = field(default_factory=lambda: [0.8, 0.1, None])
+    split_seed: int = 42
+    batch_size: int = 32
+    eval_batch_size: Optional[int] = None
+    num_workers: int = 0
+
+
+@dataclass
+class LossSection:
+    """Weights of the energy, force and stress terms and the error measure.
+
+    ``energy_per_atom`` divides energy errors by the number of atoms (usual for
+    extensive energies trained with forces).
+    """
+
+    energy_weight: float = 1.0
+    forces_weight: float = 0.0
+    stress_weight: float = 0.0
+    energy_per_atom: bool = False
+    kind: str = "mse"  # mse | mae | huber
+    huber_delta: float = 0.01
+
+    def __post_init__(self):
+        _choose(self.kind, ("mse", "mae", "huber"), "loss.kind")
+        for name in ("energy_weight", "forces_weight", "stress_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be non-negative, got {getattr(self, name)}")
+        if self.energy_weight == self.forces_weight == self.stress_weight == 0:
+            raise ConfigError("loss: every weight is 0; give energy_weight, forces_weight or stress_weight a positive value")
+
+
+@dataclass
+class OptimSection:
+    """Optimiser, schedule, clipping, EMA and stopping."""
+
+    optimizer: str = "adamw"
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    max_epochs: int = 100
+    max_steps: Optional[int] = None
+    warmup_steps: int = 0
+    scheduler: str = "plateau"  # plateau | cosine | none
+    plateau_factor: float = 0.8
+    plateau_patience: int = 10
+    min_lr: float = 1e-6
+    grad_clip: Optional[float] = 10.0
+    ema_decay: Optional[float] = 0.99
+    early_stopping_patience: Optional[int] = None
+
+    def __post_init__(self):
+        _choose(self.optimizer, ("adamw", "adam"), "optim.optimizer")
+        _choose(self.scheduler, ("plateau", "cosine", "none"), "optim.scheduler")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"optim.ema_decay must lie in (0, 1) or be null, got {self.ema_decay}")
+
+
+@dataclass
+class LogSection:
+    """Where results go and how often."""
+
+    run_dir: str = "runs/run"
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    log: LogSection = field(default_factory=LogSection)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | float64
+
+    def __post_init__(self):
+        _choose(self.dtype, ("float32", "float64"), "dtype")
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (what a checkpoint stores as ``train_config``)."""
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _type_name(annotation) -> str:
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _check_value(value, annotation, where: str):
+    """``value`` checked against a field annotation; ints are accepted where floats are expected."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(annotation):
+            try:
+                return _check_value(value, option, where)
+            except ConfigError as err:
+                errors.append(err)
+        expected = " or ".join(_type_name(a) for a in typing.get_args(annotation))
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, where)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected_type = origin or annotation
+    if expected_type is bool or not isinstance(value, bool):
+        if isinstance(value, expected_type):
+            return value
+    raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r} ({type(value).__name__})")
+
+
+def from_dict(cls, mapping: Any, where: str = "config"):
+    """Build dataclass ``cls`` from a mapping, checking every key and value type.
+
+    Raises:
+        ConfigError: not a mapping, an unknown key (with the closest valid
+            names), or a value of the wrong type; the message names the key path.
+    """
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {mapping!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in mapping.items():
+        path = f"{where}.{key}" if where != "config" else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown key {path!r}{hint} (valid keys here: {', '.join(fields)})")
+        values[key] = _check_value(value, hints[key], path)
+    return cls(**values)
+
+
+def load_config(path) -> TrainConfig:
+    """Parse a YAML recipe into a `TrainConfig`."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training recipe {path} does not exist")
+    try:
+        mapping = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    try:
+        return from_dict(TrainConfig, mapping if mapping is not None else {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
