@@ -18,6 +18,14 @@ from torch import Tensor
 MIN_RELATIVE_VOLUME = 1e-8
 
 
+def resolve_dtype(dtype: torch.dtype | None) -> torch.dtype:
+    """A floating dtype: ``dtype``, or ``torch.get_default_dtype()`` when None."""
+    dtype = dtype or torch.get_default_dtype()
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+    return dtype
+
+
 def check_positions(pos: Tensor, where: str = "positions") -> None:
     if pos.dim() != 2 or pos.shape[-1] != 3:
         raise ValueError(f"{where} must have shape [N, 3], got {list(pos.shape)}")

@@ -11,6 +11,7 @@ import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
+from geognn._checks import resolve_dtype
 from geognn.data import keys
 from geognn.data.atoms import atoms_to_data
 from geognn.data.collated import CollatedDataset
@@ -124,7 +125,7 @@ class ASEDataset(CollatedDataset):
         if not self.paths:
             raise ValueError("ASEDataset needs at least one file")
         self.label_keys = {keys.ENERGY: energy_key, keys.FORCES: forces_key, keys.STRESS: stress_key}
-        self.dtype = dtype or torch.get_default_dtype()
+        self.dtype = resolve_dtype(dtype)
         self._scale = energy_unit_factor(energy_unit)
         frames: list[Data] = []
         self._labels: Optional[frozenset] = None

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from geognn._checks import check_cell, check_positions
+from geognn._checks import check_cell, check_positions, resolve_dtype
 from geognn.data import keys
 
 MAX_ATOMIC_NUMBER = 118
@@ -30,9 +30,7 @@ def atoms_to_data(atoms, dtype: torch.dtype | None = None) -> Data:
         ValueError: empty structure, NaN/inf positions, atomic numbers
             outside 1..118, or a periodic direction with a degenerate cell.
     """
-    dtype = dtype or torch.get_default_dtype()
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+    dtype = resolve_dtype(dtype)
     numbers = np.asarray(atoms.get_atomic_numbers())
     bad = (numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)
     if bad.any():

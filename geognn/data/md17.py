@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from geognn._checks import resolve_dtype
 from geognn.data import keys
 from geognn.data.atoms import MAX_ATOMIC_NUMBER
 from geognn.data.ase_dataset import DatasetFormatError
@@ -79,7 +80,7 @@ class MD17(CollatedDataset):
     def __init__(self, path, energy_unit: str = "kcal/mol", dtype: Optional[torch.dtype] = None, transform=None):
         super().__init__(transform=transform)
         self.path = Path(path)
-        dtype = dtype or torch.get_default_dtype()
+        dtype = resolve_dtype(dtype)
         scale = energy_unit_factor(energy_unit)
         arrays = _load_npz(self.path)
         self.layout = arrays.pop("layout")

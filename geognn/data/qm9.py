@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from geognn._checks import resolve_dtype
 from geognn.data import keys
 from geognn.data.collated import CollatedDataset, flat_storage
 from geognn.data.units import HARTREE_TO_EV
@@ -77,6 +78,8 @@ ATOM_REFERENCE_HARTREE = {
     8: (-75.064579, -75.063163, -75.062219, -75.079532),
     9: (-99.718730, -99.717314, -99.716370, -99.733544),
 }
+
+_REFERENCED_TARGETS = ("U0", "U", "H", "G")  # the columns of ATOM_REFERENCE_HARTREE
 
 _SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 
@@ -328,19 +331,25 @@ def read_uncharacterized(path) -> set[int]:
     return indices
 
 
+def _atom_reference_table() -> np.ndarray:
+    """`ATOM_REFERENCE_HARTREE` as an array [10, 4] (Z; U0, U, H, G), zero for other elements."""
+    reference = np.zeros((max(ATOM_REFERENCE_HARTREE) + 1, 4))
+    for z, values in ATOM_REFERENCE_HARTREE.items():
+        reference[z] = values
+    return reference
+
+
 def to_targets(arrays: dict[str, np.ndarray]) -> np.ndarray:
     """[M, 16] targets in `UNITS` (eV for energies) from the 12 source columns."""
     props = arrays["props"].copy()
     for target in _HARTREE_TARGETS:
         props[:, TARGETS.index(target)] *= HARTREE_TO_EV
-    reference = np.zeros((max(ATOM_REFERENCE_HARTREE) + 1, 4))
-    for z, values in ATOM_REFERENCE_HARTREE.items():
-        reference[z] = values
+    reference = _atom_reference_table()
     molecule = np.repeat(np.arange(arrays["num_atoms"].size), arrays["num_atoms"])
     atom_sum = np.zeros((arrays["num_atoms"].size, 4))
     np.add.at(atom_sum, molecule, reference[arrays["z"]])
     # Subtract in Hartree, then convert, so the small difference keeps full precision.
-    raw = arrays["props"][:, [TARGETS.index(t) for t in ("U0", "U", "H", "G")]]
+    raw = arrays["props"][:, [TARGETS.index(t) for t in _REFERENCED_TARGETS]]
     atomization = (raw - atom_sum) * HARTREE_TO_EV
     return np.concatenate([props, atomization], axis=1)
 
@@ -401,9 +410,7 @@ class QM9(CollatedDataset):
     ):
         if target is not None and target not in ALL_TARGETS:
             raise ValueError(f"unknown QM9 target {target!r}; choose one of {list(ALL_TARGETS)}")
-        dtype = dtype or torch.get_default_dtype()
-        if not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+        dtype = resolve_dtype(dtype)
         super().__init__(transform=transform)
         self.root, self.target = Path(root), target
         self.cache_path = self._load_or_process(source, uncharacterized, force_reload, progress)
@@ -471,13 +478,9 @@ class QM9(CollatedDataset):
     @staticmethod
     def atom_reference(target: str = "U0") -> torch.Tensor:
         """Single-atom reference energies in eV for ``target`` in (U0, U, H, G), indexed by Z [10]."""
-        columns = ("U0", "U", "H", "G")
-        if target not in columns:
-            raise ValueError(f"atom references exist for {columns}, not {target!r}")
-        reference = torch.zeros(10, dtype=torch.float64)
-        for z, values in ATOM_REFERENCE_HARTREE.items():
-            reference[z] = values[columns.index(target)] * HARTREE_TO_EV
-        return reference
+        if target not in _REFERENCED_TARGETS:
+            raise ValueError(f"atom references exist for {_REFERENCED_TARGETS}, not {target!r}")
+        return torch.from_numpy(_atom_reference_table()[:, _REFERENCED_TARGETS.index(target)] * HARTREE_TO_EV)
 
     def __repr__(self) -> str:
         return f"QM9({len(self)}, target={self.target!r})"
