@@ -1,4 +1,4 @@
-"""The examples a user copies keep working (run in-process; none of them trains)."""
+"""The examples a user copies keep working (run in-process; only train_from_python trains, for seconds)."""
 
 import runpy
 from pathlib import Path

@@ -7,6 +7,7 @@ override fields of the model's config dataclass (``MODELS[name].Config``).
 from __future__ import annotations
 
 from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
+from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from geognn.models.egnn import EGNN, EGNNConfig
 from geognn.nn.mlp import lookup
 
@@ -18,4 +19,5 @@ def build_model(name: str, **kwargs) -> EnergyModel:
     return lookup(MODELS, name, "model").from_config(kwargs)
 
 
-__all__ = ["MODELS", "build_model", "EnergyModel", "EnergyModelConfig", "AtomGraph", "EGNN", "EGNNConfig"]
+__all__ = ["MODELS", "build_model", "EnergyModel", "EnergyModelConfig", "AtomGraph", "EGNN", "EGNNConfig",
+           "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]

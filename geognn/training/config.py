@@ -42,16 +42,38 @@ class DataSection:
     ``dataset`` names a loader (``qm9``, ``qm9_xtb``, ``ase``, ``md17``) and
     ``options`` its keyword arguments (``root``, ``paths``, ``subset``, ...).
     ``split`` is a named split (``dimenet``) or sizes (counts or fractions,
-    one may be null for the rest), drawn with ``split_seed``.
+    one may be null for the rest), drawn with ``split_seed``; ``subset``
+    first keeps that many structures at random (``subset_seed``).
+
+    ``batch_size`` is per process: with DDP over P processes each optimizer
+    step sees P × batch_size structures.
+
+    Normalisation is computed from the training split: ``atom_reference:
+    fit`` fits per-element energies by least squares (``none`` skips them);
+    ``intensive`` (None = decided by the target: QM9 homo, lumo and gap are
+    intensive) switches to a mean readout with mean/std scaling.
     """
 
     dataset: str = "qm9"
     options: dict = field(default_factory=dict)
     split: Union[str, list] = field(default_factory=lambda: [0.8, 0.1, None])
     split_seed: int = 42
+    subset: Optional[int] = None
+    subset_seed: int = 0
     batch_size: int = 32
     eval_batch_size: Optional[int] = None
     num_workers: int = 0
+    intensive: Optional[bool] = None
+    atom_reference: str = "fit"  # fit | none
+
+    def __post_init__(self):
+        _choose(self.atom_reference, ("fit", "none"), "data.atom_reference")
+        if self.batch_size < 1:
+            raise ConfigError(f"data.batch_size must be at least 1, got {self.batch_size}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ConfigError(f"data.eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        if self.subset is not None and self.subset < 1:
+            raise ConfigError(f"data.subset must be a positive number of structures, got {self.subset}")
 
 
 @dataclass
@@ -80,7 +102,15 @@ class LossSection:
 
 @dataclass
 class OptimSection:
-    """Optimiser, schedule, clipping, EMA and stopping."""
+    """Optimiser, schedule, clipping, EMA and stopping.
+
+    Training stops at ``max_epochs`` or ``max_steps`` (whichever comes first;
+    the cosine schedule spans that many steps), after
+    ``early_stopping_patience`` validations without improvement, or after
+    ``max_minutes`` of training (a wall-clock budget; a run stopped by it is
+    not reproducible step for step). ``warmup_steps`` ramps the rate up
+    linearly; ``ema_decay`` null trains without weight averaging.
+    """
 
     optimizer: str = "adamw"
     lr: float = 5e-4
@@ -95,8 +125,13 @@ class OptimSection:
     grad_clip: Optional[float] = 10.0
     ema_decay: Optional[float] = 0.99
     early_stopping_patience: Optional[int] = None
+    max_minutes: Optional[float] = None
 
     def __post_init__(self):
+        if self.max_epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
+            raise ConfigError("optim.max_epochs and optim.max_steps must be at least 1")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"optim.max_minutes must be positive or null, got {self.max_minutes}")
         _choose(self.optimizer, ("adamw", "adam"), "optim.optimizer")
         _choose(self.scheduler, ("plateau", "cosine", "none"), "optim.scheduler")
         if not self.lr > 0:
@@ -107,18 +142,37 @@ class OptimSection:
 
 @dataclass
 class LogSection:
-    """Where results go and how often."""
+    """Where results go and how often (all counts in optimizer steps).
+
+    ``checkpoint_every``: write ``last.pt``; ``eval_every``: validate (null =
+    at the end of each epoch); ``log_every``: add a training row to ``log.csv``.
+    """
 
     run_dir: str = "runs/run"
     checkpoint_every: int = 1000
+    eval_every: Optional[int] = None
     log_every: int = 50
     tensorboard: bool = False
     progress: bool = True
 
+    def __post_init__(self):
+        for name in ("checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"log.{name} must be at least 1 step, got {getattr(self, name)}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ConfigError(f"log.eval_every must be at least 1 step or null (every epoch), got {self.eval_every}")
+
 
 @dataclass
 class TrainConfig:
-    """A whole training run."""
+    """A whole training run.
+
+    ``device``: ``auto`` takes CUDA when available. ``dtype``: of positions
+    and weights (targets stay float64 until the loss). On CUDA, ``tf32``
+    (null = on for energy-only, off with forces), ``amp`` (bfloat16 autocast,
+    energy-only) and ``compile`` (``torch.compile`` of the model,
+    energy-only) trade accuracy or start-up time for speed.
+    """
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -128,9 +182,32 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "float32"  # float32 | float64
+    tf32: Optional[bool] = None
+    amp: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         _choose(self.dtype, ("float32", "float64"), "dtype")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        trains_gradients = self.loss.forces_weight > 0 or self.loss.stress_weight > 0
+        if self.amp and trains_gradients:
+            raise ConfigError(
+                "amp: mixed precision is for energy-only training; forces and stress are second "
+                "derivatives and lose accuracy in bfloat16 (set amp: false, or forces_weight and stress_weight to 0)"
+            )
+        if self.compile and trains_gradients:
+            raise ConfigError(
+                "compile: torch.compile cannot differentiate twice (forces trained with create_graph=True); "
+                "set compile: false for energy+force training"
+            )
+
+    @property
+    def use_tf32(self) -> bool:
+        """TF32 matmuls on CUDA: on for energy-only training, off when forces or stress are trained (unless set)."""
+        if self.tf32 is not None:
+            return self.tf32
+        return self.loss.forces_weight == 0 and self.loss.stress_weight == 0
 
     def to_dict(self) -> dict:
         """Plain nested dict (what a checkpoint stores as ``train_config``)."""

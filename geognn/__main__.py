@@ -1,0 +1,7 @@
+"""``python -m geognn`` (and ``torchrun -m geognn train ...``) runs the command line."""
+
+import sys
+
+from geognn.cli import main
+
+sys.exit(main())

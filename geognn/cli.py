@@ -1,0 +1,140 @@
+"""The ``geognn`` command: parse arguments, call library functions, print results.
+
+    geognn train RECIPE.yaml [--run-dir DIR] [--device cuda] [--set optim.lr=1e-3 ...]
+    geognn train --resume RUN_DIR
+    geognn evaluate CHECKPOINT [--data FILE|RECIPE.yaml] [--split test]
+    geognn plot RUN_DIR
+
+Multi-process training: ``torchrun --nproc_per_node 2 -m geognn train RECIPE.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+import yaml
+
+
+def _apply_overrides(config, assignments: Sequence[str]):
+    """``section.key=value`` pairs (values parsed as YAML) applied through the same checks as a recipe."""
+    from geognn.training import ConfigError, TrainConfig, from_dict
+
+    mapping = config.to_dict()
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. optim.lr=0.001")
+        key, text = assignment.split("=", 1)
+        *parents, leaf = key.strip().split(".")
+        node = mapping
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section of the recipe")
+            node = node[part]
+        node[leaf] = yaml.safe_load(text)
+    return from_dict(TrainConfig, mapping)
+
+
+def _train(args) -> int:
+    from geognn.training import format_metrics, load_config
+    from geognn.training.trainer import fit, resume_config
+
+    if args.resume is not None:
+        if args.recipe is not None:
+            raise SystemExit("geognn train: give either a recipe or --resume RUN_DIR, not both")
+        config = resume_config(args.resume)
+    elif args.recipe is not None:
+        config = load_config(args.recipe)
+    else:
+        raise SystemExit("geognn train: give a recipe (train/*.yaml) or --resume RUN_DIR")
+    overrides = list(args.set or [])
+    if args.run_dir is not None:
+        overrides.append(f"log.run_dir={args.run_dir}")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    if args.no_progress:
+        overrides.append("log.progress=false")
+    config = _apply_overrides(config, overrides)
+    result = fit(config, resume=args.resume is not None)
+    unit = result.test_metrics.get("unit", "eV")
+    if result.stopped == "interrupted":
+        print(f"interrupted at step {result.step}; saved {result.last_checkpoint}. "
+              f"Continue with: geognn train --resume {result.run_dir}")
+        return 130
+    print(f"stopped: {result.stopped} after {result.step} steps ({result.epoch} epochs); run folder {result.run_dir}")
+    if result.test_metrics:
+        metrics = result.test_metrics
+        print(f"{metrics['split']} ({metrics['structures']} structures, best checkpoint from step {metrics['step']}): "
+              f"{format_metrics(metrics, unit)}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from geognn.training import format_metrics
+    from geognn.training.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, device=args.device,
+                                  batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{metrics['target']} on {metrics['split']} ({metrics['structures']} structures): "
+              f"{format_metrics(metrics, metrics['unit'])}")
+    return 0
+
+
+def _plot(args) -> int:
+    from geognn.training.plots import plot_run
+
+    for path in plot_run(args.run_dir, args.out):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geognn", description="Train and evaluate equivariant GNNs for molecules.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train from a YAML recipe, or resume a run")
+    train.add_argument("recipe", nargs="?", help="YAML recipe (see train/*.yaml)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    train.add_argument("--run-dir", help="override log.run_dir")
+    train.add_argument("--device", help="cpu, cuda, cuda:N or auto (override the recipe)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a recipe value, e.g. --set optim.lr=0.001 --set data.options.target=gap")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="MAE/RMSE of a checkpoint on a test split or a file")
+    evaluate.add_argument("checkpoint", help="a .pt checkpoint or a run folder (its best.pt)")
+    evaluate.add_argument("--data", help="structure file (extxyz, ASE db, ...), a recipe .yaml, or omitted: the "
+                                         "checkpoint's own data and split")
+    evaluate.add_argument("--split", default="test", help="train, val, test or all (default test)")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON (in the target's unit)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    plot = commands.add_parser("plot", help="learning curves and parity plots of a run (PNG)")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", help="folder for the PNG files (default: RUN_DIR/plots)")
+    plot.set_defaults(handler=_plot)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from geognn.data import DatasetFormatError
+    from geognn.training import ConfigError, TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, TrainingDiverged, DatasetFormatError, ValueError) as err:
+        print(f"geognn {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

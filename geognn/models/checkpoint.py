@@ -1,0 +1,103 @@
+"""Checkpoints: plain dicts of tensors and values, never pickled modules.
+
+A checkpoint holds ``format_version``, ``model_name``, ``model_config`` (the
+fields of the model's config dataclass), ``state_dict`` (the weights used for
+prediction: the EMA average when training kept one, with the normalisation
+buffers), ``normalization``, ``train_config`` and ``metrics``; a training
+checkpoint adds ``training_state`` (raw weights, optimizer, schedule, EMA and
+data position) so that a run can resume. Everything loads with
+``torch.load(..., weights_only=True)``.
+
+This lives with the models (not with training) because the ASE calculator
+and evaluation load checkpoints without touching training code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from geognn.models.base import EnergyModel
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model_name", "model_config", "state_dict", "normalization", "train_config", "metrics")
+
+
+def save_checkpoint(checkpoint: dict, path: Union[str, Path]) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: a temporary file in the same folder, then a rename.
+
+    A crash while writing leaves the previous file at ``path`` intact.
+    """
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"a checkpoint needs the keys {list(REQUIRED_KEYS)}; missing {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        torch.save(checkpoint, partial)
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return path
+
+
+def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> dict:
+    """Read a geognn checkpoint (``weights_only=True``); other files raise a ValueError that says what they are."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).exists():
+                path = path / name
+                break
+        else:
+            raise FileNotFoundError(f"{path} is a folder without best.pt or last.pt; give a checkpoint file")
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several kinds for foreign files
+        raise ValueError(
+            f"{path} is not a geognn checkpoint that loads with weights_only=True ({type(err).__name__}: {err}); "
+            "geognn checkpoints are plain dicts written by geognn.training"
+        ) from None
+    if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
+        raise ValueError(f"{path} is not a geognn checkpoint (no 'format_version'); was it saved by another library?")
+    if checkpoint["format_version"] > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {checkpoint['format_version']}, newer than this geognn reads "
+            f"({FORMAT_VERSION}); upgrade geognn"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} lacks checkpoint keys {missing}")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: Union[dict, str, Path], device: Any = "cpu",
+                          dtype: Optional[torch.dtype] = None) -> EnergyModel:
+    """The model a checkpoint describes, with its prediction weights, in eval mode.
+
+    ``dtype`` defaults to the dtype the weights were saved in.
+    """
+    from geognn.models import MODELS  # geognn.models imports this module
+
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_checkpoint(checkpoint)
+    name = checkpoint["model_name"]
+    if name not in MODELS:
+        raise ValueError(f"the checkpoint's model {name!r} is not one of this geognn's models {sorted(MODELS)}")
+    model = MODELS[name].from_config(checkpoint["model_config"])
+    state = checkpoint["state_dict"]
+    saved_dtype = state["atomic_reference"].dtype
+    model.to(saved_dtype).load_state_dict(state)
+    return model.to(device=device, dtype=dtype or saved_dtype).eval()
+
+
+__all__ = ["FORMAT_VERSION", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]

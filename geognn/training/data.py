@@ -1,0 +1,147 @@
+"""From a recipe's ``data`` section to datasets, splits and batches.
+
+`DATASETS` maps the names a recipe may use to loaders; `load_splits` builds
+the dataset, takes the subset and the seeded split; `EpochBatches` gives each
+process its share of every global batch in an order fixed by (seed, epoch),
+so that a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+from geognn.data import MD17, QM9, ASEDataset, QM9xTB, keys
+from geognn.data.collated import random_split_indices
+from geognn.data.qm9 import UNITS as QM9_UNITS
+from geognn.training.config import ConfigError, DataSection
+
+# QM9 orbital energies do not grow with molecule size: a mean readout suits them
+# (SchNetPack's QM9 recipes aggregate them with "avg"); every other target is summed.
+QM9_INTENSIVE = frozenset({"homo", "lumo", "gap"})
+
+
+def _qm9_xtb(**options):
+    options.setdefault("generate", False)  # a missing file is an error, not a silent hour of xTB
+    return QM9xTB(**options)
+
+
+DATASETS: dict[str, Callable] = {"qm9": QM9, "qm9_xtb": _qm9_xtb, "ase": ASEDataset, "md17": MD17}
+_SIGNATURES = {"qm9_xtb": QM9xTB}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the ``energy`` label measures: its name, unit and whether it is intensive."""
+
+    name: str
+    unit: str
+    intensive: bool
+
+    @property
+    def display(self) -> tuple[float, str]:
+        """(factor, unit) in which errors are reported: eV as meV, anything else as is."""
+        return (1000.0, "meV") if self.unit == "eV" else (1.0, self.unit)
+
+
+def build_dataset(section: DataSection, dtype: torch.dtype):
+    """The dataset a recipe names, with its options; bad names and options raise `ConfigError`."""
+    if section.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)}; got {section.dataset!r}")
+    loader = DATASETS[section.dataset]
+    options = dict(section.options)
+    parameters = inspect.signature(_SIGNATURES.get(section.dataset, loader)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(set(options) - set(parameters) - {"dtype"}) if not takes_any else []
+    if unknown:
+        valid = [name for name in parameters if name not in ("self", "dtype", "transform", "overrides")]
+        raise ConfigError(f"data.options: unknown option(s) {unknown} for dataset {section.dataset!r}; valid: {valid}")
+    if "dtype" in options:
+        raise ConfigError("data.options.dtype: set the top-level 'dtype' instead")
+    if "progress" in parameters:
+        options.setdefault("progress", False)
+    return loader(**options, dtype=dtype)
+
+
+def target_of(dataset, section: DataSection) -> Target:
+    """The target the ``energy`` label holds (QM9: the chosen property; otherwise an energy in eV)."""
+    if isinstance(dataset, QM9):
+        if dataset.target is None:
+            raise ConfigError("data.options.target: QM9 needs a target to train on (e.g. U0, gap, mu)")
+        name, unit = dataset.target, QM9_UNITS[dataset.target]
+        intensive = name in QM9_INTENSIVE
+    else:
+        name, unit, intensive = "energy", "eV", False
+    if section.intensive is not None:
+        intensive = section.intensive
+    return Target(name, unit, intensive)
+
+
+def load_splits(section: DataSection, dtype: torch.dtype):
+    """(dataset, [train, val, test], target); test may be empty when the split has two parts."""
+    dataset = build_dataset(section, dtype)
+    if len(dataset) == 0:
+        raise ValueError(f"data: the {section.dataset} dataset holds no structures")
+    if keys.ENERGY not in dataset[0]:
+        raise ValueError(f"data: the {section.dataset} dataset has no 'energy' labels to train on")
+    if section.subset is not None:
+        if section.subset > len(dataset):
+            raise ConfigError(f"data.subset={section.subset} but the dataset has only {len(dataset)} structures")
+        generator = torch.Generator().manual_seed(section.subset_seed)
+        dataset = dataset.index_select(torch.randperm(len(dataset), generator=generator)[: section.subset].sort().values)
+    split = section.split if isinstance(section.split, str) else list(section.split)
+    try:
+        parts = [dataset.index_select(index) for index in random_split_indices(len(dataset), split, section.split_seed)]
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"data.split: {err}") from None
+    if len(parts) not in (2, 3) or len(parts[0]) == 0 or len(parts[1]) == 0:
+        raise ConfigError(f"data.split must give non-empty train and validation parts (and optionally test); got {split}")
+    if len(parts) == 2:
+        parts.append(dataset.index_select(torch.zeros(0, dtype=torch.long)))
+    return dataset, parts, target_of(dataset, section)
+
+
+class EpochBatches(Sampler):
+    """Batches of dataset indices for one process, in an order fixed by (seed, epoch).
+
+    The epoch's permutation is cut into global batches of ``batch_size ×
+    world_size``; process ``rank`` takes the ``rank``-th contiguous slice of
+    each. A final global batch with fewer structures than processes is
+    dropped (a process with nothing to do would stall the others).
+    ``start`` skips the first global batches, for a run resumed mid-epoch.
+    """
+
+    def __init__(self, num: int, batch_size: int, seed: int, epoch: int = 0, start: int = 0,
+                 shuffle: bool = True, world_size: int = 1, rank: int = 0):
+        self.num, self.batch_size, self.seed, self.epoch, self.start = num, batch_size, seed, epoch, start
+        self.shuffle, self.world_size, self.rank = shuffle, world_size, rank
+
+    def global_batches(self) -> list[torch.Tensor]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num, generator=generator)
+        else:
+            order = torch.arange(self.num)
+        batches = list(torch.split(order, self.batch_size * self.world_size))
+        if batches and len(batches[-1]) < self.world_size:
+            batches.pop()
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches()[self.start:]:
+            yield batch[self.rank::self.world_size].tolist()
+
+    def __len__(self) -> int:
+        return max(len(self.global_batches()) - self.start, 0)
+
+
+def shard(num: int, world_size: int, rank: int) -> torch.Tensor:
+    """Indices of this process's share of an evaluation set (every structure counted once overall)."""
+    return torch.arange(rank, num, world_size)
+
+
+__all__ = ["DATASETS", "QM9_INTENSIVE", "Target", "build_dataset", "target_of", "load_splits", "EpochBatches", "shard"]

@@ -1,0 +1,135 @@
+"""Errors of a model on a dataset: used by the training loop and by `geognn evaluate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+from torch_geometric.loader import DataLoader
+
+from geognn.data import ASEDataset, keys
+from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from geognn.training.config import ConfigError, DataSection, TrainConfig, from_dict, load_config
+from geognn.training.data import Target, load_splits
+from geognn.training.loss import ErrorStats, Loss, prediction_errors
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Evaluation:
+    """Summed errors (``stats``), per-term loss sums and counts, and optionally the predictions."""
+
+    stats: ErrorStats
+    loss_totals: dict
+    predictions: Optional[dict] = None
+
+
+def evaluate_model(model, loader, device, loss: Loss, forward: Optional[Callable] = None,
+                   keep_predictions: bool = False) -> Evaluation:
+    """Run ``model`` (in eval mode) over ``loader``, accumulating errors of the quantities ``loss`` trains.
+
+    ``forward(model, batch)`` defaults to ``model(batch, compute_forces=..., compute_stress=...)``.
+    Predictions, when kept: ``energy``, ``energy_ref`` [M] (float64), ``num_atoms`` [M],
+    ``baseline`` [M] (Σ of the model's per-element references), ``forces``, ``forces_ref`` [N, 3].
+    """
+    if forward is None:
+        def forward(model, batch):
+            return model(batch, compute_forces=loss.wants_forces, compute_stress=loss.wants_stress)
+    stats = ErrorStats()
+    loss_totals = {name: [0.0, 0] for name in loss.weights}
+    kept = {"energy": [], "energy_ref": [], "num_atoms": [], "baseline": [], "forces": [], "forces_ref": []}
+    model.eval()
+    with torch.no_grad():  # the model enables gradients itself where forces need them
+        for batch in loader:
+            batch = batch.to(device, non_blocking=True)
+            out = forward(model, batch)
+            errors = prediction_errors(out, batch, loss.wants_forces, loss.wants_stress)
+            stats.update(errors)
+            for name, (value, count) in loss.sums(errors).items():
+                loss_totals[name][0] += float(value)
+                loss_totals[name][1] += count
+            if keep_predictions:
+                z = batch[keys.ATOMIC_NUMBERS]
+                baseline = torch.zeros(batch.num_graphs, dtype=torch.float64, device=z.device)
+                baseline.index_add_(0, batch.batch, model.atomic_reference[z].double())
+                kept["energy"].append(out[keys.ENERGY].detach().double().cpu())
+                kept["energy_ref"].append(batch[keys.ENERGY].double().reshape(-1).cpu())
+                kept["num_atoms"].append(torch.diff(batch.ptr).cpu())
+                kept["baseline"].append(baseline.cpu())
+                if loss.wants_forces:
+                    kept["forces"].append(out[keys.FORCES].detach().cpu())
+                    kept["forces_ref"].append(batch[keys.FORCES].cpu())
+    predictions = {key: torch.cat(value) for key, value in kept.items() if value} if keep_predictions else None
+    return Evaluation(stats, loss_totals, predictions)
+
+
+def combined_loss(loss: Loss, loss_totals: dict) -> float:
+    return sum(loss.weights[name] * value / max(count, 1) for name, (value, count) in loss_totals.items())
+
+
+def _dataset_for(checkpoint: dict, data, split: str, dtype: torch.dtype):
+    """(dataset, split name, target) for `evaluate_checkpoint`'s ``data`` argument."""
+    trained = from_dict(TrainConfig, checkpoint["train_config"])
+    norm = checkpoint["normalization"]
+    target = Target(norm["target"], norm["unit"], norm["intensive"])
+    section: Optional[DataSection] = None
+    if data is None:
+        section = trained.data
+    elif isinstance(data, DataSection):
+        section = data
+    elif Path(data).suffix in (".yaml", ".yml"):
+        section = load_config(data).data
+    elif str(data) in ("qm9", "qm9_xtb", "md17", "ase"):
+        section = replace(trained.data, dataset=str(data)) if str(data) != trained.data.dataset else trained.data
+    if section is None:
+        path = Path(data)
+        if not path.exists():
+            raise FileNotFoundError(f"--data {data}: no such file (give a structure file, a recipe .yaml, or qm9)")
+        return ASEDataset(path, dtype=dtype), "all", target
+    if split not in SPLITS + ("all",):
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)} or all; got {split!r}")
+    dataset, parts, _ = load_splits(section, dtype)
+    if split == "all":
+        return dataset, split, target
+    chosen = parts[SPLITS.index(split)]
+    if len(chosen) == 0:
+        raise ConfigError(f"the {split} split of this data is empty; choose another with --split")
+    return chosen, split, target
+
+
+def evaluate_checkpoint(checkpoint: Union[str, Path, dict], data=None, split: str = "test", device="cpu",
+                        batch_size: int = 64, forces: Optional[bool] = None) -> dict:
+    """MAE and RMSE of a checkpoint's model on a dataset, in the target's unit.
+
+    Args:
+        checkpoint: a ``.pt`` file (or run folder, which means its ``best.pt``).
+        data: None re-creates the training run's data and takes ``split``; a
+            recipe ``.yaml`` uses its data section; a structure file
+            (extxyz, ASE db, ...) is read whole with `ASEDataset`.
+        split: train, val, test or all.
+        forces: evaluate forces too (default: when the run trained on them and the data has them).
+
+    Returns:
+        ``{"split", "structures", "target", "unit", "energy_mae", "energy_rmse", ...}``.
+    """
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint, device=device)
+    dtype = model.atomic_reference.dtype
+    dataset, split, target = _dataset_for(checkpoint, data, split, dtype)
+    trained_loss = from_dict(TrainConfig, checkpoint["train_config"]).loss
+    has_forces = keys.FORCES in dataset[0]
+    want_forces = forces if forces is not None else has_forces
+    if want_forces and not has_forces:
+        raise ValueError("forces were asked for but the data has no 'forces' labels")
+    loss = Loss(replace(trained_loss, forces_weight=1.0 if want_forces else 0.0, stress_weight=0.0))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    result = evaluate_model(model, loader, device, loss)
+    return {"split": split, "structures": len(dataset), "target": target.name, "unit": target.unit,
+            **result.stats.result()}
+
+
+__all__ = ["Evaluation", "evaluate_model", "combined_loss", "evaluate_checkpoint"]

@@ -1,0 +1,140 @@
+"""Losses and error metrics for energies, forces and stress.
+
+Losses are in the target's units (eV², (eV/Å)² for MSE; eV, eV/Å for MAE),
+as in SchNetPack, NequIP and MACE: the energy term averages over structures
+(per atom with ``energy_per_atom``), the force term over force components,
+the stress term over stress components. Each is a sum over items divided by
+an item count that the trainer may all-reduce across processes first, so
+that P data-parallel processes with batch b give exactly the loss (and
+gradient) of one process with batch P·b.
+
+Metrics (`ErrorStats`) are kept in the target's unit (eV, eV/Å, eV/Å³) and
+reported in meV by `format_metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from geognn.data import keys
+from geognn.training.config import LossSection
+
+QUANTITIES = ("energy", "energy_per_atom", "forces", "stress")
+# Unit of each quantity relative to the target's unit (for display).
+_SUFFIX = {"energy": "", "energy_per_atom": "/atom", "forces": "/Å", "stress": "/Å³"}
+
+
+def prediction_errors(out: dict, batch, want_forces: bool, want_stress: bool) -> dict[str, Tensor]:
+    """Prediction − reference for each labelled quantity: energy [B] and per atom [B] (float64),
+    forces [N, 3], stress [B, 3, 3]."""
+    sizes = torch.diff(batch.ptr).to(torch.float64) if hasattr(batch, "ptr") and batch.ptr is not None else None
+    energy = out[keys.ENERGY].to(torch.float64) - batch[keys.ENERGY].to(torch.float64).reshape(-1)
+    errors = {"energy": energy}
+    if sizes is None:
+        sizes = torch.full_like(energy, float(batch[keys.ATOMIC_NUMBERS].numel()))
+    errors["energy_per_atom"] = energy / sizes
+    if want_forces:
+        if keys.FORCES not in batch:
+            raise KeyError("the loss has a force term but the data has no 'forces' labels")
+        errors["forces"] = out[keys.FORCES] - batch[keys.FORCES]
+    if want_stress:
+        if keys.STRESS not in batch:
+            raise KeyError("the loss has a stress term but the data has no 'stress' labels")
+        errors["stress"] = out[keys.STRESS] - batch[keys.STRESS].reshape(out[keys.STRESS].shape)
+    return errors
+
+
+def _elementwise(error: Tensor, kind: str, delta: float) -> Tensor:
+    if kind == "mse":
+        return error.square()
+    if kind == "mae":
+        return error.abs()
+    return F.huber_loss(error, torch.zeros_like(error), reduction="none", delta=delta)
+
+
+class Loss:
+    """Weighted energy / force / stress loss (see the module doc for the reductions)."""
+
+    def __init__(self, section: LossSection):
+        self.section = section
+        self.weights = {
+            "energy_per_atom" if section.energy_per_atom else "energy": section.energy_weight,
+            "forces": section.forces_weight,
+            "stress": section.stress_weight,
+        }
+        self.weights = {name: weight for name, weight in self.weights.items() if weight > 0}
+
+    @property
+    def wants_forces(self) -> bool:
+        return "forces" in self.weights
+
+    @property
+    def wants_stress(self) -> bool:
+        return "stress" in self.weights
+
+    def sums(self, errors: dict[str, Tensor]) -> dict[str, tuple[Tensor, int]]:
+        """Per term: (sum of elementwise losses of the errors, number of items)."""
+        result = {}
+        for name in self.weights:
+            error = errors[name]
+            result[name] = (_elementwise(error, self.section.kind, self.section.huber_delta).sum(), error.numel())
+        return result
+
+    def combine(self, sums: dict[str, tuple[Tensor, int]], counts: Optional[dict[str, float]] = None) -> Tensor:
+        """Σ weight × sum / count, with ``counts`` the global item counts (default: the local ones)."""
+        total = 0.0
+        for name, (value, local_count) in sums.items():
+            count = counts[name] if counts is not None else local_count
+            total = total + self.weights[name] * value / max(count, 1)
+        return total
+
+
+class ErrorStats:
+    """Running sums of |error| and error² per quantity, mergeable across processes."""
+
+    def __init__(self, quantities=QUANTITIES):
+        self.quantities = tuple(quantities)
+        self.totals = torch.zeros(len(self.quantities), 3, dtype=torch.float64)  # |e| sum, e² sum, count
+
+    def update(self, errors: dict[str, Tensor]) -> None:
+        for row, name in enumerate(self.quantities):
+            if name in errors:
+                error = errors[name].detach().to(torch.float64)
+                self.totals[row] += torch.stack([error.abs().sum(), error.square().sum(),
+                                                 torch.tensor(float(error.numel()), dtype=torch.float64)])
+
+    def all_reduce(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.totals)
+
+    def result(self) -> dict[str, float]:
+        """``<quantity>_mae`` and ``<quantity>_rmse`` in the target's unit, for the quantities seen."""
+        metrics = {}
+        for row, name in enumerate(self.quantities):
+            absolute, square, count = self.totals[row].tolist()
+            if count > 0:
+                metrics[f"{name}_mae"] = absolute / count
+                metrics[f"{name}_rmse"] = (square / count) ** 0.5
+        return metrics
+
+
+def format_metrics(metrics: dict[str, float], unit: str = "eV") -> str:
+    """"energy MAE 12.3 meV, forces MAE 45.6 meV/Å, ..." for the MAE/RMSE entries of ``metrics``."""
+    factor, shown = (1000.0, "meV") if unit == "eV" else (1.0, unit)
+    parts = []
+    for name in QUANTITIES:
+        for stat in ("mae", "rmse"):
+            key = f"{name}_{stat}"
+            if key in metrics:
+                label = name.replace("_", " ")
+                parts.append(f"{label} {stat.upper()} {metrics[key] * factor:.4g} {shown}{_SUFFIX[name]}")
+    return ", ".join(parts)
+
+
+__all__ = ["QUANTITIES", "prediction_errors", "Loss", "ErrorStats", "format_metrics"]

@@ -1,0 +1,174 @@
+"""The training loop: it learns, it resumes to the same weights, and it fails loudly without losing work."""
+
+import json
+import os
+import signal
+from dataclasses import replace
+
+import pytest
+import torch
+
+from geognn.models import load_checkpoint, model_from_checkpoint
+from geognn.training import ConfigError, TrainingDiverged, fit, resume
+from geognn.training.evaluate import evaluate_checkpoint
+from geognn.training.runlog import read_log
+
+
+class SimulatedKill(Exception):
+    """Stands for the process dying: nothing is saved on the way out."""
+
+
+def _weights(run_dir):
+    return load_checkpoint(run_dir / "last.pt")["training_state"]["model"]
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=0, atol=1e-12), key
+
+
+def test_energy_training_learns_and_writes_a_run(qm9_recipe):
+    config = qm9_recipe(data={"batch_size": 20}, optim={"max_epochs": 150, "lr": 0.005},
+                        log={"eval_every": 50})
+    result = fit(config)
+    run_dir = result.run_dir
+    assert result.stopped == "finished" and result.step == 150 and result.epoch == 150
+    for name in ("config.yaml", "run.json", "log.csv", "last.pt", "best.pt", "test_metrics.json", "predictions_test.pt"):
+        assert (run_dir / name).exists(), name
+    rows = read_log(run_dir)
+    train_losses = [row["loss"] for row in rows if row["split"] == "train"]
+    assert sum(train_losses[-20:]) < 0.5 * sum(train_losses[:20])  # training reduces the loss
+    assert [row["step"] for row in rows if row["split"] == "val"] == [50, 100, 150]
+    # The checkpoint follows DESIGN.md and loads with weights_only=True.
+    best = load_checkpoint(run_dir / "best.pt")
+    assert {"format_version", "model_name", "model_config", "state_dict", "normalization", "train_config",
+            "metrics"} <= set(best)
+    assert best["model_name"] == "egnn" and best["normalization"]["target"] == "U0"
+    assert best["model_config"]["readout"] == "sum"
+    # Test metrics printed by fit are those of the best checkpoint, reproducible by evaluate.
+    stored = json.loads((run_dir / "test_metrics.json").read_text())
+    assert stored["structures"] == 5 and stored["energy_mae"] == pytest.approx(result.test_metrics["energy_mae"])
+    again = evaluate_checkpoint(run_dir / "best.pt", split="test")
+    assert again["energy_mae"] == pytest.approx(stored["energy_mae"], rel=1e-10)
+    model = model_from_checkpoint(run_dir / "best.pt")
+    assert model.atomic_reference.dtype == torch.float64 and not model.training
+
+
+def test_intensive_target_gets_a_mean_readout(qm9_recipe):
+    recipe = qm9_recipe(data={"options": {"target": "gap"}}, optim={"max_epochs": 1},
+                        model={"options": {"avg_num_neighbors": "auto"}})
+    result = fit(recipe)
+    checkpoint = load_checkpoint(result.best_checkpoint)
+    assert checkpoint["model_config"]["readout"] == "mean"
+    # "auto" is the mean neighbour count of the training molecules within the cutoff (QM9: most atoms).
+    assert 5 < checkpoint["model_config"]["avg_num_neighbors"] < 20
+    assert checkpoint["normalization"]["intensive"] and result.test_metrics["target"] == "gap"
+
+
+@pytest.mark.filterwarnings("ignore:the dataset's compositions determine only")
+def test_energy_force_training_reduces_force_error(xtb_recipe):
+    recipe = xtb_recipe(model={"options": {"hidden_channels": 32, "num_layers": 3, "update_coords": False}},
+                        data={"batch_size": 10}, optim={"max_epochs": 150, "lr": 0.005},
+                        log={"log_every": 10, "eval_every": 50})
+    trained = fit(recipe)
+    forces = [row["forces_mae"] for row in read_log(trained.run_dir) if row["split"] == "train"]
+    assert sum(forces[-3:]) < 0.8 * sum(forces[:3])
+    assert {"energy_mae", "energy_per_atom_mae", "forces_mae", "forces_rmse"} <= set(trained.val_metrics)
+    checkpoint = load_checkpoint(trained.best_checkpoint)
+    # With forces the energy scale is the training force RMS (NequIP, MACE).
+    assert checkpoint["normalization"]["energy_scale"] > 0.1
+
+
+@pytest.mark.parametrize("stop_at", [3, 7])
+def test_kill_and_resume_gives_the_uninterrupted_weights(qm9_recipe, tmp_path, stop_at):
+    """Die mid-epoch (after the checkpoint at step 2 or 6), resume, and end where an unbroken run ends."""
+    reference = fit(qm9_recipe(log={"run_dir": str(tmp_path / "unbroken")}))
+    config = qm9_recipe(log={"run_dir": str(tmp_path / "broken")})
+
+    def kill(trainer):
+        if trainer.step == stop_at:
+            raise SimulatedKill
+
+    with pytest.raises(SimulatedKill):
+        fit(config, callbacks=[kill])
+    assert load_checkpoint(tmp_path / "broken" / "last.pt")["training_state"]["step"] == stop_at - 1
+    resumed = resume(tmp_path / "broken")
+    assert resumed.step == reference.step == 15
+    _assert_same_weights(_weights(reference.run_dir), _weights(resumed.run_dir))
+    assert torch.equal(load_checkpoint(reference.run_dir / "last.pt")["state_dict"]["atomic_reference"],
+                       load_checkpoint(resumed.run_dir / "last.pt")["state_dict"]["atomic_reference"])
+    # The log reads as one run: every step once.
+    steps = [row["step"] for row in read_log(resumed.run_dir) if row["split"] == "train"]
+    assert steps == list(range(1, 16))
+    assert resumed.test_metrics["energy_mae"] == pytest.approx(reference.test_metrics["energy_mae"], rel=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:the dataset's compositions determine only")
+def test_interrupt_saves_and_resumes(xtb_recipe, tmp_path):
+    reference = fit(xtb_recipe(log={"run_dir": str(tmp_path / "unbroken")}))
+
+    def ctrl_c(trainer):
+        if trainer.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, caught by the trainer's handler
+
+    config = xtb_recipe(log={"run_dir": str(tmp_path / "broken"), "checkpoint_every": 100})
+    stopped = fit(config, callbacks=[ctrl_c])
+    assert stopped.stopped == "interrupted" and stopped.step == 5  # it finishes the step it is in
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # and gives Ctrl-C back
+    assert load_checkpoint(stopped.last_checkpoint)["training_state"]["step"] == 5
+    resumed = resume(tmp_path / "broken")
+    assert resumed.stopped == "finished"
+    _assert_same_weights(_weights(reference.run_dir), _weights(resumed.run_dir))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(qm9_recipe):
+    def poison(trainer):
+        if trainer.step == 5:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 5 .* last good checkpoint is .*last.pt"):
+        fit(qm9_recipe(), callbacks=[poison])
+    config = qm9_recipe()
+    saved = load_checkpoint(f"{config.log.run_dir}/last.pt")
+    assert saved["training_state"]["step"] == 5
+    assert all(torch.isfinite(value).all() for value in saved["training_state"]["model"].values())
+    assert all(torch.isfinite(value).all() for value in saved["state_dict"].values() if value.is_floating_point())
+
+
+def test_bad_runs_say_what_is_wrong(qm9_recipe, tmp_path):
+    with pytest.raises(ConfigError, match=r"model.options: unknown option\(s\) \['hiden_channels'\]"):
+        fit(qm9_recipe(model={"options": {"hiden_channels": 8}}))
+    with pytest.raises(ConfigError, match="model.name must be one of egnn"):
+        fit(qm9_recipe(model={"name": "schnet"}))
+    with pytest.raises(ConfigError, match=r"data.options: unknown option\(s\) \['sorce'\]"):
+        fit(qm9_recipe(data={"options": {"sorce": "x"}}))
+    missing_file = qm9_recipe(data={"dataset": "ase"})
+    missing_file.data.options = {"paths": str(tmp_path / "nowhere.extxyz")}
+    with pytest.raises(FileNotFoundError, match="nowhere.extxyz"):
+        fit(missing_file)
+    missing_xtb = qm9_recipe(data={"dataset": "qm9_xtb"})
+    missing_xtb.data.options = {"root": str(tmp_path / "xtb")}
+    with pytest.raises(FileNotFoundError, match=r"qm9_xtb.extxyz does not exist; run the recipe"):
+        fit(missing_xtb)
+    with pytest.raises(ConfigError, match="data.split"):
+        fit(qm9_recipe(data={"split": [100, 10]}))
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        fit(qm9_recipe(), resume=True)
+    config = qm9_recipe(optim={"max_steps": 2})
+    fit(config)
+    with pytest.raises(FileExistsError, match="already holds a run.*--resume"):
+        fit(config)
+    with pytest.raises(ConfigError, match="compile: torch.compile cannot differentiate twice"):
+        qm9_recipe(loss={"forces_weight": 1.0})  # fine on its own ...
+        replace(qm9_recipe(loss={"forces_weight": 1.0}), compile=True).__post_init__()
+
+
+def test_early_stopping_and_max_steps(qm9_recipe):
+    result = fit(qm9_recipe(optim={"max_epochs": 50, "lr": 1e-12, "early_stopping_patience": 2}))
+    assert result.stopped == "early_stopping" and result.epoch < 50
+    rows = [row for row in read_log(result.run_dir) if row["split"] == "val"]
+    assert len(rows) == 3  # the first sets the best; two without improvement stop the run
+    limited = fit(qm9_recipe(optim={"max_steps": 7}, log={"run_dir": str(result.run_dir) + "_steps"}))
+    assert limited.step == 7 and limited.stopped == "finished"
