@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -58,6 +59,8 @@ def _train(args) -> int:
         overrides.append("log.progress=false")
     config = _apply_overrides(config, overrides)
     result = fit(config, resume=args.resume is not None)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
+        return 0
     unit = result.test_metrics.get("unit", "eV")
     if result.stopped == "interrupted":
         print(f"interrupted at step {result.step}; saved {result.last_checkpoint}. "

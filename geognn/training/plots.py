@@ -20,6 +20,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, title: str, path: Path) -> Path:
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def _display(unit: str) -> tuple[float, str]:
     return (1000.0, "meV") if unit == "eV" else (1.0, unit)
 
@@ -50,12 +58,7 @@ def plot_learning_curves(run_dir: Path, out: Path) -> Path:
     axes[-1].plot([row["step"] for row in train_rows], [row["lr"] for row in train_rows])
     axes[-1].set_xlabel("step")
     axes[-1].set_ylabel("learning rate")
-    figure.suptitle(f"{run_dir.name}: {info.get('target', '')}")
-    figure.tight_layout()
-    path = out / "learning_curves.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, f"{run_dir.name}: {info.get('target', '')}", out / "learning_curves.png")
 
 
 def plot_parity(run_dir: Path, out: Path) -> Optional[Path]:
@@ -83,12 +86,7 @@ def plot_parity(run_dir: Path, out: Path) -> Optional[Path]:
         axis.set_xlabel(f"reference {label}")
         axis.set_ylabel("predicted")
         axis.set_aspect("equal")
-    figure.suptitle(f"{run_dir.name}: {predictions['split']} split")
-    figure.tight_layout()
-    path = out / "parity.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, f"{run_dir.name}: {predictions['split']} split", out / "parity.png")
 
 
 def plot_run(run_dir, out=None) -> list[Path]:

@@ -9,7 +9,6 @@ import tarfile
 from pathlib import Path
 
 import ase.units
-import numpy as np
 import pytest
 import torch
 from torch_geometric.loader import DataLoader

@@ -1,5 +1,6 @@
 """The training loop: it learns, it resumes to the same weights, and it fails loudly without losing work."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -172,3 +173,14 @@ def test_early_stopping_and_max_steps(qm9_recipe):
     assert len(rows) == 3  # the first sets the best; two without improvement stop the run
     limited = fit(qm9_recipe(optim={"max_steps": 7}, log={"run_dir": str(result.run_dir) + "_steps"}))
     assert limited.step == 7 and limited.stopped == "finished"
+
+
+def test_tensorboard_when_installed_else_a_warning(qm9_recipe):
+    config = qm9_recipe(optim={"max_steps": 2}, log={"tensorboard": True})
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.warns(UserWarning, match="tensorboard is not installed; writing log.csv only"):
+            result = fit(config)
+    else:
+        result = fit(config)
+        assert any((result.run_dir / "tensorboard").iterdir())
+    assert [row["step"] for row in read_log(result.run_dir) if row["split"] == "train"] == [1, 2]
