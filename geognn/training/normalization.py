@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch_geometric.loader import DataLoader
@@ -39,6 +40,7 @@ class Normalization:
     energy_scale: float
     energy_shift: float
     atomic_reference: list  # [max_atomic_number + 1] floats, eV (or the target's unit)
+    elements: Optional[list] = None  # atomic numbers in the training split (None in checkpoints before it was kept)
 
     def apply(self, model) -> None:
         """Write scale, shift and references into the model's buffers."""
@@ -60,12 +62,13 @@ class Normalization:
         return cls(**mapping)
 
 
-def _energies_and_sizes(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    energies, sizes = [], []
+def _energies_sizes_elements(dataset) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    energies, sizes, elements = [], [], set()
     for batch in DataLoader(dataset, batch_size=1024):
         energies.append(batch[keys.ENERGY].to(torch.float64).reshape(-1))
         sizes.append(torch.diff(batch.ptr))
-    return torch.cat(energies), torch.cat(sizes).to(torch.float64)
+        elements.update(torch.unique(batch[keys.ATOMIC_NUMBERS]).tolist())
+    return torch.cat(energies), torch.cat(sizes).to(torch.float64), sorted(elements)
 
 
 def compute_normalization(train, target: Target, max_atomic_number: int, fit_references: bool,
@@ -73,7 +76,7 @@ def compute_normalization(train, target: Target, max_atomic_number: int, fit_ref
     """Normalisation from the training split (see the module doc)."""
     if len(train) == 0:
         raise ValueError("the training split is empty; normalisation needs at least one structure")
-    energies, sizes = _energies_and_sizes(train)
+    energies, sizes, elements = _energies_sizes_elements(train)
     if not bool(torch.isfinite(energies).all()):
         bad = int(torch.nonzero(~torch.isfinite(energies))[0])
         raise ValueError(f"training structure {bad} has a non-finite '{keys.ENERGY}' label; clean the dataset first")
@@ -94,7 +97,7 @@ def compute_normalization(train, target: Target, max_atomic_number: int, fit_ref
             scale = force_rms(train)
     if not math.isfinite(scale) or scale <= 0:
         scale = 1.0  # e.g. a single structure, or constant labels
-    return Normalization(target.name, target.unit, target.intensive, scale, shift, references.tolist())
+    return Normalization(target.name, target.unit, target.intensive, scale, shift, references.tolist(), elements)
 
 
 __all__ = ["Normalization", "compute_normalization"]

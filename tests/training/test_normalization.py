@@ -22,8 +22,9 @@ def test_fitted_references_recover_linear_energies(molecules):
     composition_energy = [float(element_energy[molecules[i].z].sum()) for i in range(len(molecules))]
     data._data.energy = torch.tensor(composition_energy, dtype=torch.float64)
     norm = compute_normalization(data, Target("U0", "eV", False), 100, fit_references=True, use_forces=False)
-    present = torch.tensor(norm.atomic_reference, dtype=torch.float64)[[1, 6, 7, 8]]  # F is absent from the sample
-    assert torch.allclose(present, element_energy[[1, 6, 7, 8]], atol=1e-8)
+    present = torch.tensor(norm.atomic_reference, dtype=torch.float64)[[1, 6, 7, 8, 9]]
+    assert torch.allclose(present, element_energy[[1, 6, 7, 8, 9]], atol=1e-8)
+    assert norm.elements == [1, 6, 7, 8, 9]  # the elements the training split holds, for the calculator's check
     assert abs(norm.energy_shift) < 1e-9  # nothing left per atom
     model = build_model("egnn", hidden_channels=8, num_layers=1).double()
     norm.apply(model)
@@ -55,6 +56,8 @@ def test_only_training_structures_count(molecules):
 def test_round_trip_and_errors(molecules):
     norm = compute_normalization(molecules, Target("U0", "eV", False), 100, True, False)
     assert Normalization.from_dict(norm.to_dict()) == norm
+    older = {key: value for key, value in norm.to_dict().items() if key != "elements"}  # checkpoints before elements
+    assert Normalization.from_dict(older).elements is None
     with pytest.raises(ValueError, match="element references"):
         norm.apply(build_model("egnn", max_atomic_number=10))
     broken = molecules.copy()
