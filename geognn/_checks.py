@@ -26,6 +26,19 @@ def resolve_dtype(dtype: torch.dtype | None) -> torch.dtype:
     return dtype
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` (or None): CUDA when torch sees a GPU, else CPU; a CUDA device torch cannot see raises."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err}); use 'cpu', 'cuda', 'cuda:1' or 'auto'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for but this torch sees no CUDA device; use 'cpu'")
+    return device
+
+
 def check_positions(pos: Tensor, where: str = "positions") -> None:
     if pos.dim() != 2 or pos.shape[-1] != 3:
         raise ValueError(f"{where} must have shape [N, 3], got {list(pos.shape)}")

@@ -37,6 +37,7 @@ import torch.distributed as dist
 import yaml
 from torch_geometric.loader import DataLoader
 
+from geognn._checks import resolve_device
 from geognn.data.stats import avg_num_neighbors
 from geognn.models import MODELS, build_model
 from geognn.models.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
@@ -71,14 +72,13 @@ class FitResult:
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} was asked for but this torch sees no CUDA device; use device: cpu")
-        if name == "cuda":
-            name = f"cuda:{local_rank}"
-    return torch.device(name)
+    try:
+        device = resolve_device(name)
+    except ValueError as err:
+        raise ConfigError(f"device: {err}") from None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
 
 
 class _Distributed:
