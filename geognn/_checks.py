@@ -18,6 +18,10 @@ from torch import Tensor
 MIN_RELATIVE_VOLUME = 1e-8
 
 
+# The floating dtypes models run in, by the names recipes and calculators use.
+FLOAT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
 def resolve_dtype(dtype: torch.dtype | None) -> torch.dtype:
     """A floating dtype: ``dtype``, or ``torch.get_default_dtype()`` when None."""
     dtype = dtype or torch.get_default_dtype()

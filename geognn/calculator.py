@@ -32,7 +32,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from geognn._checks import resolve_device
+from geognn._checks import FLOAT_DTYPES, resolve_device
 from geognn.data import atoms_to_data, keys
 from geognn.models.base import EnergyModel
 from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint
@@ -41,8 +41,7 @@ from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint
 # energies (and atomization energies) and the generic ``energy`` label.
 ENERGY_TARGETS = ("energy", "U0", "U", "H", "G", "U0_atom", "U_atom", "H_atom", "G_atom")
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32,
-           torch.float64: torch.float64}
+_DTYPES = {**FLOAT_DTYPES, **{dtype: dtype for dtype in FLOAT_DTYPES.values()}}  # names or torch dtypes
 
 PathLike = Union[str, Path]
 
@@ -103,8 +102,7 @@ class GeoGNNCalculator(Calculator):
 
     def __init__(self, model: EnergyModel, device=None, dtype=None, elements: Optional[Iterable[int]] = None,
                  **kwargs):
-        self.models = self._prepare([model], device, dtype)
-        self.elements = self._elements(elements)
+        self._setup([model], device, dtype, elements)
         super().__init__(**kwargs)
 
     @classmethod
@@ -122,10 +120,8 @@ class GeoGNNCalculator(Calculator):
 
     # ------------------------------------------------------------ set-up
 
-    @staticmethod
-    def _prepare(models: Sequence[EnergyModel], device, dtype) -> list[EnergyModel]:
-        if not models:
-            raise ValueError("a calculator needs at least one model")
+    def _setup(self, models: Sequence[EnergyModel], device, dtype, elements: Optional[Iterable[int]]) -> None:
+        """Check the models, move them to one device and dtype in eval mode, and fix the allowed elements."""
         for model in models:
             if not isinstance(model, EnergyModel):
                 raise TypeError(f"expected a geognn EnergyModel, got {type(model).__name__}; "
@@ -136,16 +132,15 @@ class GeoGNNCalculator(Calculator):
         first = models[0].atomic_reference
         device = resolve_device(device) if device is not None else first.device
         dtype = _resolve_dtype(dtype, first.dtype)
-        return [model.to(device=device, dtype=dtype).eval() for model in models]
+        self.models = [model.to(device=device, dtype=dtype).eval() for model in models]
 
-    def _elements(self, elements: Optional[Iterable[int]]) -> frozenset[int]:
-        embedded = frozenset(range(1, min(model.config.max_atomic_number for model in self.models) + 1))
+        embedded = frozenset(range(1, min(model.config.max_atomic_number for model in models) + 1))
         if elements is None:
-            return embedded
-        elements = frozenset(int(z) for z in elements)
-        if not elements <= embedded:
-            raise ValueError(f"elements {_symbols(sorted(elements - embedded))} lie outside the model's embedding")
-        return elements
+            self.elements = embedded
+            return
+        self.elements = frozenset(int(z) for z in elements)
+        if not self.elements <= embedded:
+            raise ValueError(f"elements {_symbols(sorted(self.elements - embedded))} lie outside the model's embedding")
 
     @property
     def device(self) -> torch.device:
@@ -220,9 +215,8 @@ class EnsembleCalculator(GeoGNNCalculator):
         models = list(models)
         if len(models) < 2:
             raise ValueError(f"an ensemble needs at least two models, got {len(models)}; use GeoGNNCalculator")
-        self.models = self._prepare(models, device, dtype)
-        self.elements = self._elements(elements)
-        Calculator.__init__(self, **kwargs)
+        self._setup(models, device, dtype, elements)
+        Calculator.__init__(self, **kwargs)  # GeoGNNCalculator.__init__ takes one model
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu", dtype=None, **kwargs):

@@ -37,7 +37,7 @@ import torch.distributed as dist
 import yaml
 from torch_geometric.loader import DataLoader
 
-from geognn._checks import resolve_device
+from geognn._checks import FLOAT_DTYPES, resolve_device
 from geognn.data.stats import avg_num_neighbors
 from geognn.models import MODELS, build_model
 from geognn.models.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
@@ -50,7 +50,6 @@ from geognn.training.normalization import Normalization, compute_normalization
 from geognn.training.runlog import RunLog
 from geognn.training.schedule import LRSchedule
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class TrainingDiverged(RuntimeError):
@@ -115,7 +114,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.dist = _Distributed(config.device)
         self.device = _resolve_device(config.device, self.dist.local_rank)
-        self.dtype = _DTYPES[config.dtype]
+        self.dtype = FLOAT_DTYPES[config.dtype]
         self.run_dir = Path(config.log.run_dir)
         self.last_path, self.best_path = self.run_dir / "last.pt", self.run_dir / "best.pt"
         self.is_main = self.dist.rank == 0
