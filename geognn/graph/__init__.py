@@ -2,5 +2,6 @@
 
 from geognn.graph.edges import edge_vectors, lattice_offsets
 from geognn.graph.radius import periodic_radius_graph, radius_graph
+from geognn.graph.triplets import triplets
 
-__all__ = ["radius_graph", "periodic_radius_graph", "edge_vectors", "lattice_offsets"]
+__all__ = ["radius_graph", "periodic_radius_graph", "edge_vectors", "lattice_offsets", "triplets"]

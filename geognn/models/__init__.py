@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
 from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from geognn.models.dimenet import DimeNet, DimeNetConfig, DimeNetPP, DimeNetPPConfig
 from geognn.models.egnn import EGNN, EGNNConfig
 from geognn.nn.mlp import lookup
 
-MODELS: dict[str, type[EnergyModel]] = {"egnn": EGNN}
+MODELS: dict[str, type[EnergyModel]] = {"egnn": EGNN, "dimenet": DimeNet, "dimenet++": DimeNetPP}
 
 
 def build_model(name: str, **kwargs) -> EnergyModel:
@@ -20,4 +21,5 @@ def build_model(name: str, **kwargs) -> EnergyModel:
 
 
 __all__ = ["MODELS", "build_model", "EnergyModel", "EnergyModelConfig", "AtomGraph", "EGNN", "EGNNConfig",
+           "DimeNet", "DimeNetConfig", "DimeNetPP", "DimeNetPPConfig",
            "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]

@@ -52,6 +52,7 @@ class AtomGraph(NamedTuple):
     edge_offset: Optional[Tensor]  # [E, 3] lattice translation of the sender, None for molecules
     batch: Tensor  # [N]
     num_graphs: int
+    edge_shift: Optional[Tensor] = None  # [E, 3] integer lattice image of the sender, None for molecules
 
 
 class EnergyModel(nn.Module):
@@ -144,7 +145,7 @@ class EnergyModel(nn.Module):
         self, pos: Tensor, batch: Tensor, num_graphs: int, cell: Tensor | None = None, pbc: Tensor | None = None
     ) -> AtomGraph:
         cutoff, limit = self.config.cutoff, self.config.max_num_neighbors
-        edge_offset = None
+        edge_offset = edge_shift = None
         if cell is None:
             edge_index = radius_graph(pos, cutoff, batch, max_num_neighbors=limit)
         else:
@@ -153,7 +154,7 @@ class EnergyModel(nn.Module):
             edge_index, edge_shift = periodic_radius_graph(pos, cutoff, cell, pbc, batch, max_num_neighbors=limit)
             edge_offset = lattice_offsets(edge_index, edge_shift, cell, batch)
         edge_vec, edge_len = edge_vectors(pos, edge_index, edge_offset)
-        return AtomGraph(edge_index, edge_vec, edge_len, edge_offset, batch, num_graphs)
+        return AtomGraph(edge_index, edge_vec, edge_len, edge_offset, batch, num_graphs, edge_shift)
 
     def _check_input(self, z: Tensor, pos: Tensor) -> None:
         check_positions(pos)

@@ -1,5 +1,14 @@
 """Layers. Each takes explicit tensors and is importable on its own."""
 
+from geognn.nn.dimenet import (
+    DimeNetEmbedding,
+    DimeNetInteraction,
+    DimeNetOutput,
+    DimeNetPPInteraction,
+    DimeNetRadialBasis,
+    SphericalBasis,
+    triplet_cos_angle,
+)
 from geognn.nn.egnn import EGNNLayer
 from geognn.nn.message_passing import ScalarVectorMessagePassing
 from geognn.nn.mlp import ACTIVATIONS, MLP
@@ -14,6 +23,13 @@ from geognn.nn.radial import (
 
 __all__ = [
     "EGNNLayer",
+    "DimeNetRadialBasis",
+    "SphericalBasis",
+    "triplet_cos_angle",
+    "DimeNetEmbedding",
+    "DimeNetInteraction",
+    "DimeNetPPInteraction",
+    "DimeNetOutput",
     "ScalarVectorMessagePassing",
     "MLP",
     "ACTIVATIONS",

@@ -1,0 +1,190 @@
+"""Sums over triplets without [T, C] intermediates, differentiable to any order.
+
+DimeNet++'s triplet message is x_kj ⊙ (W s_t), with s_t the basis embedding of
+triplet t (width B = ``basis_emb_size``, 8) and W [C, B]. Summed over the
+triplets of each edge ji it is a sparse product with a rank-B weight:
+
+    spmm(s, x, W)[r, c]   = Σ_{t: row t = r}  Σ_b s[t, b] W[c, b] x[col t, c]     [R, C]
+
+Autograd over the plain form keeps [T, C] tensors and, with forces trained
+(a second derivative), runs about nine [T, C] products per block; those
+dominate a DimeNet++ step. Here the sum is B `embedding_bag` calls (fused
+gather-scale-sums over x, which stays in cache), and its derivatives are three more operations of the same
+kind, which differentiate into each other, so no derivative order needs a
+[T, C] tensor:
+
+    spmm_t(s, a, W)[e, c] = Σ_{t: col t = e}  Σ_b s[t, b] W[c, b] a[row t, c]     [E, C]
+    sddmm(a, x, W)[t, b]  = Σ_c a[row t, c] x[col t, c] W[c, b]                   [T, B]
+    outer(s, a, x)[c, b]  = Σ_t s[t, b] a[row t, c] x[col t, c]                   [C, B]
+
+    d spmm   = (sddmm(g, x, W), spmm_t(s, g, W), outer(s, g, x))      for (s, x, W)
+    d spmm_t = (sddmm(a, g, W), spmm(s, g, W),   outer(s, a, g))      for (s, a, W)
+    d sddmm  = (spmm(g, x, W),  spmm_t(g, a, W), outer(g, a, x))      for (a, x, W)
+    d outer  = (sddmm(a, x, g), spmm(s, x, g),   spmm_t(s, a, g))     for (s, a, x)
+
+An empty graph (no triplets) gives zeros. sddmm and outer run over chunks of triplets, so their [chunk, C] products
+stay in cache.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_CHUNK = 8192  # triplets per chunk in sddmm / outer
+
+
+class TripletPattern(NamedTuple):
+    """Triplets t = (row t, col t): row = the receiving edge ji (sorted), col = the sending edge kj.
+
+    Build it once per graph with `triplet_pattern`; every block reuses it.
+    """
+
+    row: Tensor  # [T] sorted
+    col: Tensor  # [T]
+    num_rows: int  # R
+    num_cols: int  # E
+    row_offsets: Tensor  # [R] start of each row's triplets
+    col_order: Tensor  # [T] triplets sorted by col (stable)
+    col_rows: Tensor  # [T] row[col_order]
+    col_offsets: Tensor  # [E] start of each col's triplets in col_order
+
+
+def triplet_pattern(row: Tensor, col: Tensor, num_rows: int, num_cols: int) -> TripletPattern:
+    """Pattern of triplets ``row`` [T] (sorted: `geognn.graph.triplets` returns idx_ji sorted) and ``col`` [T]."""
+    if row.numel() > 1 and bool((row[1:] < row[:-1]).any()):
+        raise ValueError("triplet rows must be sorted (idx_ji as geognn.graph.triplets returns it)")
+    row_count = torch.bincount(row, minlength=num_rows)
+    col_count = torch.bincount(col, minlength=num_cols)
+    col_order = torch.argsort(col, stable=True)
+    return TripletPattern(
+        row, col, num_rows, num_cols,
+        row_offsets=torch.cumsum(row_count, 0) - row_count,
+        col_order=col_order,
+        col_rows=row[col_order],
+        col_offsets=torch.cumsum(col_count, 0) - col_count,
+    )
+
+
+def _bags(index: Tensor, table: Tensor, offsets: Tensor, weights: Tensor, W: Tensor) -> Tensor:
+    # One weighted bag per rank b (each reads the [*, C] table from cache), scaled by W[:, b].
+    out = None
+    for b in range(W.shape[1]):
+        bag = F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=weights[b])
+        out = bag.mul_(W[:, b]) if out is None else out.addcmul_(bag, W[:, b])
+    return out
+
+
+def _spmm(s, x, W, p):
+    return _bags(p.col, x, p.row_offsets, s.T.contiguous(), W)
+
+
+def _spmm_t(s, a, W, p):
+    return _bags(p.col_rows, a, p.col_offsets, s[p.col_order].T.contiguous(), W)
+
+
+def _products(a, x, p):
+    """(start, a[row] ⊙ x[col]) for consecutive chunks of triplets, [chunk, C]."""
+    for start in range(0, p.row.numel(), _CHUNK):
+        rows, cols = p.row[start : start + _CHUNK], p.col[start : start + _CHUNK]
+        yield start, a[rows].mul_(x[cols])
+
+
+def _sddmm(a, x, W, p):
+    out = a.new_empty(p.row.numel(), W.shape[1])
+    for start, product in _products(a, x, p):
+        torch.mm(product, W, out=out[start : start + product.shape[0]])
+    return out
+
+
+def _outer(s, a, x, p):
+    out = a.new_zeros(a.shape[1], s.shape[1])
+    for start, product in _products(a, x, p):
+        out.addmm_(product.T, s[start : start + product.shape[0]])
+    return out
+
+
+class _SpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s, x, W, p):
+        ctx.save_for_backward(s, x, W)
+        ctx.pattern = p
+        return _spmm(s, x, W, p)
+
+    @staticmethod
+    def backward(ctx, g):
+        s, x, W = ctx.saved_tensors
+        p, need = ctx.pattern, ctx.needs_input_grad
+        return (sddmm(g, x, W, p) if need[0] else None, spmm_t(s, g, W, p) if need[1] else None,
+                outer(s, g, x, p) if need[2] else None, None)
+
+
+class _SpMMT(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s, a, W, p):
+        ctx.save_for_backward(s, a, W)
+        ctx.pattern = p
+        return _spmm_t(s, a, W, p)
+
+    @staticmethod
+    def backward(ctx, g):
+        s, a, W = ctx.saved_tensors
+        p, need = ctx.pattern, ctx.needs_input_grad
+        return (sddmm(a, g, W, p) if need[0] else None, spmm(s, g, W, p) if need[1] else None,
+                outer(s, a, g, p) if need[2] else None, None)
+
+
+class _SDDMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, x, W, p):
+        ctx.save_for_backward(a, x, W)
+        ctx.pattern = p
+        return _sddmm(a, x, W, p)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, x, W = ctx.saved_tensors
+        p, need = ctx.pattern, ctx.needs_input_grad
+        return (spmm(g, x, W, p) if need[0] else None, spmm_t(g, a, W, p) if need[1] else None,
+                outer(g, a, x, p) if need[2] else None, None)
+
+
+class _Outer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s, a, x, p):
+        ctx.save_for_backward(s, a, x)
+        ctx.pattern = p
+        return _outer(s, a, x, p)
+
+    @staticmethod
+    def backward(ctx, g):
+        s, a, x = ctx.saved_tensors
+        p, need = ctx.pattern, ctx.needs_input_grad
+        return (sddmm(a, x, g, p) if need[0] else None, spmm(s, x, g, p) if need[1] else None,
+                spmm_t(s, a, g, p) if need[2] else None, None)
+
+
+def spmm(s: Tensor, x: Tensor, W: Tensor, pattern: TripletPattern) -> Tensor:
+    """Σ_{t: row t = r} Σ_b s[t, b] W[c, b] x[col t, c]: s [T, B], x [E, C], W [C, B] -> [R, C]."""
+    return _SpMM.apply(s, x, W, pattern)
+
+
+def spmm_t(s: Tensor, a: Tensor, W: Tensor, pattern: TripletPattern) -> Tensor:
+    """Σ_{t: col t = e} Σ_b s[t, b] W[c, b] a[row t, c]: s [T, B], a [R, C], W [C, B] -> [E, C]."""
+    return _SpMMT.apply(s, a, W, pattern)
+
+
+def sddmm(a: Tensor, x: Tensor, W: Tensor, pattern: TripletPattern) -> Tensor:
+    """Σ_c a[row t, c] x[col t, c] W[c, b]: a [R, C], x [E, C], W [C, B] -> [T, B]."""
+    return _SDDMM.apply(a, x, W, pattern)
+
+
+def outer(s: Tensor, a: Tensor, x: Tensor, pattern: TripletPattern) -> Tensor:
+    """Σ_t s[t, b] a[row t, c] x[col t, c]: s [T, B], a [R, C], x [E, C] -> [C, B]."""
+    return _Outer.apply(s, a, x, pattern)
+
+
+__all__ = ["TripletPattern", "triplet_pattern", "spmm", "spmm_t", "sddmm", "outer"]
