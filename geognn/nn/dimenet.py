@@ -74,11 +74,12 @@ class DimeNetRadialBasis(nn.Module):
 class SphericalBasis(nn.Module):
     """a_SBF(d_kj, α_kji) [T, num_spherical * num_radial], index l * num_radial + n.
 
-    ``roots`` (z_ln) and ``normalizer`` are buffers, so a model can carry the
-    exact constants of another implementation (`geognn.models.DimeNet.from_pyg`
-    loads PyG's float32-rounded roots). The radial part is evaluated per edge
-    in float64 whatever the model dtype: the spherical Bessel recurrence
-    cancels at short distances for high l, and per edge it costs little.
+    ``roots`` (z_ln) and ``normalizer`` are float64 buffers in every model
+    dtype, so a model can carry the exact constants of another implementation
+    (`geognn.models.DimeNet.from_pyg` loads PyG's float32-rounded roots). The
+    radial part is evaluated per edge in float64 whatever the model dtype: the
+    spherical Bessel recurrence cancels at short distances for high l, and per
+    edge it costs little.
     """
 
     def __init__(self, num_spherical: int, num_radial: int, cutoff: float, envelope_exponent: int = 5):
@@ -89,9 +90,18 @@ class SphericalBasis(nn.Module):
         self.num_radial = num_radial
         self.register_buffer("cutoff", torch.tensor(float(cutoff)))
         self.envelope = PolynomialEnvelope(cutoff, exponent=envelope_exponent + 1)
-        self.register_buffer("roots", torch.empty(num_spherical, num_radial))
-        self.register_buffer("normalizer", torch.empty(num_spherical, num_radial))
+        self.register_buffer("roots", torch.empty(num_spherical, num_radial, dtype=torch.float64))
+        self.register_buffer("normalizer", torch.empty(num_spherical, num_radial, dtype=torch.float64))
         self.reset_parameters()
+
+    def _apply(self, fn, recurse=True):
+        # The constants stay float64 whatever the model dtype (model.float() must not
+        # round them, or a later .double() would keep the rounding); only devices change.
+        constants = {name: getattr(self, name) for name in ("roots", "normalizer")}
+        super()._apply(fn, recurse)
+        for name, value in constants.items():
+            setattr(self, name, value.to(device=getattr(self, name).device))
+        return self
 
     def reset_parameters(self) -> None:
         self.set_roots(spherical_bessel_roots(self.num_spherical, self.num_radial))
@@ -117,9 +127,9 @@ class SphericalBasis(nn.Module):
     def radial(self, edge_len: Tensor) -> Tensor:
         """Per-edge radial part [E, num_spherical, num_radial], in the dtype of ``edge_len``."""
         x = (edge_len.double() / self.cutoff.double()).view(-1, 1, 1)
-        values = _bessel_rows(self.roots.double() * x)  # j_l(z_ln x), [E, L, K]
+        values = _bessel_rows(self.roots * x)  # j_l(z_ln x), [E, L, K]
         scale = self.envelope(edge_len.double()).view(-1, 1, 1) / x
-        return (values * self.normalizer.double() * scale).to(edge_len.dtype)
+        return (values * self.normalizer * scale).to(edge_len.dtype)
 
     def forward(self, edge_len: Tensor, cos_angle: Tensor, idx_kj: Tensor) -> Tensor:
         """
@@ -128,7 +138,7 @@ class SphericalBasis(nn.Module):
             cos_angle: [T] cosine of each triplet's angle.
             idx_kj: [T] the edge k -> j of each triplet (whose length enters).
         """
-        radial = self.radial(edge_len)[idx_kj]  # [T, L, K]
+        radial = self.radial(edge_len).index_select(0, idx_kj)  # [T, L, K]
         angular = zonal_harmonics(self.num_spherical, cos_angle)  # [T, L]
         return (radial * angular.unsqueeze(-1)).flatten(1)
 
@@ -164,12 +174,13 @@ def triplet_cos_angle(edge_vec: Tensor, edge_len: Tensor, idx_kj: Tensor, idx_ji
     ``vertex="i"``: α_jik, between x_j - x_i and x_k - x_i (the reference
     DimeNet code and PyG's `DimeNet`; see gasteigerjo/dimenet issue #9).
     """
-    vec_kj, vec_ji = edge_vec[idx_kj], edge_vec[idx_ji]  # x_k - x_j, x_j - x_i
+    vec_kj, vec_ji = edge_vec.index_select(0, idx_kj), edge_vec.index_select(0, idx_ji)  # x_k - x_j, x_j - x_i
+    len_ji = edge_len.index_select(0, idx_ji)
     if vertex == "j":
-        return -(vec_kj * vec_ji).sum(-1) / (edge_len[idx_kj] * edge_len[idx_ji])
+        return -(vec_kj * vec_ji).sum(-1) / (edge_len.index_select(0, idx_kj) * len_ji)
     if vertex == "i":
         vec_ki = vec_ji + vec_kj  # x_k - x_i
-        return (vec_ji * vec_ki).sum(-1) / (edge_len[idx_ji] * torch.linalg.vector_norm(vec_ki, dim=-1))
+        return (vec_ji * vec_ki).sum(-1) / (len_ji * torch.linalg.vector_norm(vec_ki, dim=-1))
     raise ValueError(f"unknown angle vertex {vertex!r}; choose 'j' (α_kji) or 'i' (α_jik)")
 
 

@@ -31,7 +31,7 @@ class BesselBasis(nn.Module):
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            self.frequencies.copy_(torch.arange(1, self.num_radial + 1) * math.pi)
+            self.frequencies.copy_(torch.arange(1, self.num_radial + 1, dtype=torch.float64) * math.pi)
 
     def forward(self, edge_len: Tensor) -> Tensor:
         scaled = (edge_len / self.cutoff).unsqueeze(-1)  # [E, 1]

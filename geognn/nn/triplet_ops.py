@@ -57,6 +57,8 @@ def triplet_pattern(row: Tensor, col: Tensor, num_rows: int, num_cols: int) -> T
     """Pattern of triplets ``row`` [T] (sorted: `geognn.graph.triplets` returns idx_ji sorted) and ``col`` [T]."""
     if row.numel() > 1 and bool((row[1:] < row[:-1]).any()):
         raise ValueError("triplet rows must be sorted (idx_ji as geognn.graph.triplets returns it)")
+    if row.numel() and (int(row[-1]) >= num_rows or int(col.max()) >= num_cols or int(col.min()) < 0 or int(row[0]) < 0):
+        raise ValueError(f"triplet indices out of range: rows must lie in [0, {num_rows}), cols in [0, {num_cols})")
     row_count = torch.bincount(row, minlength=num_rows)
     col_count = torch.bincount(col, minlength=num_cols)
     col_order = torch.argsort(col, stable=True)
@@ -83,18 +85,19 @@ def _spmm(s, x, W, p):
 
 
 def _spmm_t(s, a, W, p):
-    return _bags(p.col_rows, a, p.col_offsets, s[p.col_order].T.contiguous(), W)
+    return _bags(p.col_rows, a, p.col_offsets, s.index_select(0, p.col_order).T.contiguous(), W)
 
 
 def _products(a, x, p):
     """(start, a[row] ⊙ x[col]) for consecutive chunks of triplets, [chunk, C]."""
     for start in range(0, p.row.numel(), _CHUNK):
         rows, cols = p.row[start : start + _CHUNK], p.col[start : start + _CHUNK]
-        yield start, a[rows].mul_(x[cols])
+        yield start, a.index_select(0, rows).mul_(x.index_select(0, cols))  # index_select: ~3x a[rows] on CPU
 
 
 def _sddmm(a, x, W, p):
     out = a.new_empty(p.row.numel(), W.shape[1])
+    W = W.to(a.dtype)  # mixed precision: weights may be wider than activations
     for start, product in _products(a, x, p):
         torch.mm(product, W, out=out[start : start + product.shape[0]])
     return out
@@ -102,69 +105,53 @@ def _sddmm(a, x, W, p):
 
 def _outer(s, a, x, p):
     out = a.new_zeros(a.shape[1], s.shape[1])
+    s = s.to(a.dtype)
     for start, product in _products(a, x, p):
         out.addmm_(product.T, s[start : start + product.shape[0]])
     return out
 
 
-class _SpMM(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, s, x, W, p):
-        ctx.save_for_backward(s, x, W)
-        ctx.pattern = p
-        return _spmm(s, x, W, p)
+def _operation(name: str, compute, derivatives):
+    """An autograd Function ``(u, v, w, pattern) -> compute(u, v, w, pattern)``.
 
-    @staticmethod
+    ``derivatives[k](g, u, v, w, p)`` is the gradient for input k, written with
+    the public operations, so every derivative is differentiable again.
+    """
+
+    def forward(ctx, u, v, w, pattern):
+        ctx.save_for_backward(u, v, w)
+        ctx.pattern = pattern
+        return compute(u, v, w, pattern)
+
     def backward(ctx, g):
-        s, x, W = ctx.saved_tensors
-        p, need = ctx.pattern, ctx.needs_input_grad
-        return (sddmm(g, x, W, p) if need[0] else None, spmm_t(s, g, W, p) if need[1] else None,
-                outer(s, g, x, p) if need[2] else None, None)
+        u, v, w = ctx.saved_tensors
+        grads = [d(g, u, v, w, ctx.pattern) if need else None for d, need in zip(derivatives, ctx.needs_input_grad)]
+        return (*grads, None)
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
-class _SpMMT(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, s, a, W, p):
-        ctx.save_for_backward(s, a, W)
-        ctx.pattern = p
-        return _spmm_t(s, a, W, p)
-
-    @staticmethod
-    def backward(ctx, g):
-        s, a, W = ctx.saved_tensors
-        p, need = ctx.pattern, ctx.needs_input_grad
-        return (sddmm(a, g, W, p) if need[0] else None, spmm(s, g, W, p) if need[1] else None,
-                outer(s, a, g, p) if need[2] else None, None)
-
-
-class _SDDMM(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, x, W, p):
-        ctx.save_for_backward(a, x, W)
-        ctx.pattern = p
-        return _sddmm(a, x, W, p)
-
-    @staticmethod
-    def backward(ctx, g):
-        a, x, W = ctx.saved_tensors
-        p, need = ctx.pattern, ctx.needs_input_grad
-        return (spmm(g, x, W, p) if need[0] else None, spmm_t(g, a, W, p) if need[1] else None,
-                outer(g, a, x, p) if need[2] else None, None)
-
-
-class _Outer(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, s, a, x, p):
-        ctx.save_for_backward(s, a, x)
-        ctx.pattern = p
-        return _outer(s, a, x, p)
-
-    @staticmethod
-    def backward(ctx, g):
-        s, a, x = ctx.saved_tensors
-        p, need = ctx.pattern, ctx.needs_input_grad
-        return (sddmm(a, x, g, p) if need[0] else None, spmm(s, x, g, p) if need[1] else None,
-                spmm_t(s, a, g, p) if need[2] else None, None)
+# The table of the module docstring: each derivative is one of the four operations.
+_SpMM = _operation("_SpMM", _spmm, (
+    lambda g, s, x, W, p: sddmm(g, x, W, p),
+    lambda g, s, x, W, p: spmm_t(s, g, W, p),
+    lambda g, s, x, W, p: outer(s, g, x, p),
+))
+_SpMMT = _operation("_SpMMT", _spmm_t, (
+    lambda g, s, a, W, p: sddmm(a, g, W, p),
+    lambda g, s, a, W, p: spmm(s, g, W, p),
+    lambda g, s, a, W, p: outer(s, a, g, p),
+))
+_SDDMM = _operation("_SDDMM", _sddmm, (
+    lambda g, a, x, W, p: spmm(g, x, W, p),
+    lambda g, a, x, W, p: spmm_t(g, a, W, p),
+    lambda g, a, x, W, p: outer(g, a, x, p),
+))
+_Outer = _operation("_Outer", _outer, (
+    lambda g, s, a, x, p: sddmm(a, x, g, p),
+    lambda g, s, a, x, p: spmm(s, x, g, p),
+    lambda g, s, a, x, p: spmm_t(s, a, g, p),
+))
 
 
 def spmm(s: Tensor, x: Tensor, W: Tensor, pattern: TripletPattern) -> Tensor:

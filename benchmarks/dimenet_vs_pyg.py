@@ -1,0 +1,252 @@
+"""geognn's DimeNet++ against PyG's, same weights, same batch, same process.
+
+PyG's `DimeNetPlusPlus` (the paper's size: hidden 128, 4 blocks, int_emb 64,
+basis_emb 8, out_emb 256, 7 spherical, 6 radial, cutoff 5 Å) gets random
+weights (glorot-orthogonal output layers, so forces are not zero); geognn's
+model is `DimeNetPP.from_pyg` of it, and both must give the same energies
+before anything is timed. Both run on one batch of QM9 molecules drawn with a
+fixed seed, in float32:
+
+* train step: forward, forces with ``create_graph=True``, backward of an MSE
+  loss on energies and forces (no optimizer step: it is the same for both);
+* inference: energies and forces in eval mode (what MD asks for);
+* energy only: forward under ``torch.no_grad()``.
+
+Runs are interleaved (PyG, geognn, PyG, ...) after warm-up; medians are
+reported. Peak memory of one train step is measured in a fresh process per
+model: on CPU the rise of the resident set's high-water mark (VmHWM) over
+the resident set before the step, on CUDA ``torch.cuda.max_memory_allocated``.
+
+PyG 2.8 builds its radius graph through pyg-lib, which is not on PyPI; the
+benchmark points PyG's call at torch-cluster, which returns the same pairs.
+
+On CPU the memory allocator matters as much as the kernels: with glibc's
+defaults every large temporary is a fresh mmap whose pages fault in on first
+touch, which costs PyG (more and larger temporaries) far more than geognn.
+Run it both ways; the header prints the MALLOC_* settings and LD_PRELOAD in
+force:
+
+    python benchmarks/dimenet_vs_pyg.py                       # CPU, 32 molecules, 10 rounds
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456 \
+        python benchmarks/dimenet_vs_pyg.py                   # glibc keeps freed memory mapped
+    python benchmarks/dimenet_vs_pyg.py --device cuda --rounds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+PAPER = dict(hidden_channels=128, out_channels=1, num_blocks=4, int_emb_size=64, basis_emb_size=8,
+             out_emb_channels=256, num_spherical=7, num_radial=6, cutoff=5.0)
+
+
+def patch_pyg_radius() -> None:
+    import torch_cluster
+    from torch_geometric.nn.models import dimenet
+
+    dimenet.radius_graph = lambda pos, r, batch=None, max_num_neighbors=32: torch_cluster.radius_graph(
+        pos, r, batch, max_num_neighbors=max_num_neighbors)
+
+
+def qm9_batch(root: str, size: int, seed: int):
+    from torch_geometric.data import Batch
+
+    from geognn.data import QM9
+
+    qm9 = QM9(root, target="U0")
+    generator = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(len(qm9), generator=generator)[:size].tolist()
+    return Batch.from_data_list([qm9[i] for i in picked])
+
+
+def build_models(seed: int):
+    from torch_geometric.nn.models import DimeNetPlusPlus
+
+    from geognn.models import DimeNetPP
+
+    patch_pyg_radius()
+    torch.manual_seed(seed)
+    pyg = DimeNetPlusPlus(**PAPER, output_initializer="glorot_orthogonal")
+    return pyg, DimeNetPP.from_pyg(pyg)
+
+
+class Runner:
+    """One model's three measured calls on one batch."""
+
+    def __init__(self, name, model, batch, targets):
+        self.name, self.model, self.batch = name, model, batch
+        self.energy_target, self.force_target = targets
+
+    def energy_and_forces(self, create_graph: bool):
+        if self.name == "pyg":
+            pos = self.batch.pos.clone().requires_grad_(True)
+            energy = self.model(self.batch.z, pos, self.batch.batch).squeeze(-1)
+            forces = -torch.autograd.grad(energy.sum(), pos, create_graph=create_graph)[0]
+            return energy, forces
+        out = self.model(self.batch, compute_forces=True)
+        return out["energy"], out["forces"]
+
+    def train_step(self):
+        self.model.train()
+        self.model.zero_grad(set_to_none=True)
+        energy, forces = self.energy_and_forces(create_graph=True)
+        loss = (energy - self.energy_target).pow(2).mean() + (forces - self.force_target).pow(2).mean()
+        loss.backward()
+
+    def inference(self):
+        self.model.eval()
+        energy, forces = self.energy_and_forces(create_graph=False)
+        return energy.detach(), forces.detach()
+
+    def energy_only(self):
+        self.model.eval()
+        with torch.no_grad():
+            if self.name == "pyg":
+                return self.model(self.batch.z, self.batch.pos, self.batch.batch)
+            return self.model(self.batch)["energy"]
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def setup(args):
+    device = torch.device(args.device)
+    batch = qm9_batch(args.qm9_root, args.batch_size, args.seed).to(device)
+    pyg, ours = build_models(args.seed)
+    pyg, ours = pyg.to(device), ours.to(device)
+    generator = torch.Generator().manual_seed(1)
+    targets = (torch.randn(batch.num_graphs, generator=generator).to(device),
+               torch.randn(batch.num_nodes, 3, generator=generator).to(device))
+    return device, batch, {"pyg": Runner("pyg", pyg, batch, targets), "geognn": Runner("geognn", ours, batch, targets)}
+
+
+def check_same_outputs(runners) -> dict:
+    (e_pyg, f_pyg), (e_ours, f_ours) = runners["pyg"].inference(), runners["geognn"].inference()
+    errors = {"energy": float((e_pyg - e_ours).abs().max() / e_pyg.abs().max()),
+              "forces": float((f_pyg - f_ours).abs().max() / f_pyg.abs().max())}
+    if max(errors.values()) > 1e-4:
+        raise SystemExit(f"the two models disagree (relative errors {errors}); not timing different functions")
+    return errors
+
+
+def measure_time(args) -> dict:
+    device, batch, runners = setup(args)
+    agreement = check_same_outputs(runners)
+    results = {}
+    for mode in ("train_step", "inference", "energy_only"):
+        for runner in runners.values():
+            for _ in range(args.warmup):
+                getattr(runner, mode)()
+        samples = {name: [] for name in runners}
+        for round_ in range(args.rounds):
+            order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
+            for name in order:
+                samples[name].append(timed(getattr(runners[name], mode), device))
+        results[mode] = {name: statistics.median(times) for name, times in samples.items()}
+        results[mode]["speedup"] = results[mode]["pyg"] / results[mode]["geognn"]
+    edges = int(runners["geognn"].model.build_graph(batch.pos, batch.batch, batch.num_graphs).edge_index.shape[1])
+    return {"times_s": results, "agreement": agreement, "atoms": int(batch.num_nodes), "edges": edges}
+
+
+def peak_memory_child(args) -> None:
+    """In a fresh process: peak memory of one train step of ``args.memory_child``."""
+    device, _, runners = setup(args)
+    runner = runners[args.memory_child]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        runner.train_step()
+        torch.cuda.synchronize()
+        print(json.dumps({"peak_bytes": torch.cuda.max_memory_allocated() - before}))
+        return
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
+    before = _status_kib("VmRSS")
+    runner.train_step()
+    print(json.dumps({"peak_bytes": (_status_kib("VmHWM") - before) * 1024}))
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def measure_memory(args) -> dict:
+    peaks = {}
+    for name in ("pyg", "geognn"):
+        samples = []
+        for _ in range(args.memory_repeats):
+            command = [sys.executable, __file__, "--memory-child", name, *sys.argv[1:]]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            samples.append(json.loads(output.strip().splitlines()[-1])["peak_bytes"])
+        peaks[name] = statistics.median(samples)
+    return peaks
+
+
+def hardware(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--memory-repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--qm9-root", default="data/qm9")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--memory-child", choices=["pyg", "geognn"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        return peak_memory_child(args)
+
+    result = measure_time(args)
+    result["peak_train_step_bytes"] = measure_memory(args)
+    allocator = {name: value for name, value in os.environ.items() if name.startswith("MALLOC_") or name == "LD_PRELOAD"}
+    result.update(device=hardware(torch.device(args.device)), torch=torch.__version__,
+                  batch_size=args.batch_size, rounds=args.rounds, dtype="float32", allocator=allocator)
+    times = result["times_s"]
+    print(f"{result['device']}; torch {result['torch']}; {args.batch_size} QM9 molecules "
+          f"({result['atoms']} atoms, {result['edges']} edges); float32; medians of {args.rounds} interleaved rounds")
+    print("allocator settings: " + (" ".join(f"{k}={v}" for k, v in sorted(allocator.items())) or "defaults"))
+    print(f"{'':<24}{'PyG':>10}{'geognn':>10}{'speed-up':>10}")
+    for mode, label in (("train_step", "train step (E + F)"), ("inference", "energy + forces"),
+                        ("energy_only", "energy only")):
+        row = times[mode]
+        print(f"{label:<24}{row['pyg'] * 1e3:>8.0f}ms{row['geognn'] * 1e3:>8.0f}ms{row['speedup']:>9.2f}x")
+    peak = result["peak_train_step_bytes"]
+    print(f"{'peak memory, train step':<24}{peak['pyg'] / 2**20:>8.0f}MB{peak['geognn'] / 2**20:>8.0f}MB"
+          f"{peak['pyg'] / peak['geognn']:>9.2f}x less")
+    print(f"agreement (relative, float32): energy {result['agreement']['energy']:.1e}, "
+          f"forces {result['agreement']['forces']:.1e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
