@@ -23,6 +23,17 @@ systems ``edge_shift`` holds the integer lattice translation applied to the
 sender's image. Every edge appears in both directions. ``tests/graph`` checks
 this direction once; nothing else re-derives it.
 
+Feature channels
+----------------
+Scalar channels ``h`` [N, F]; Cartesian vector channels ``v`` [N, F_v, 3];
+irreps channels one e3nn tensor [N, irreps.dim] with irreps given as strings
+(``"64x0e + 32x1o"``). With e3nn >= 0.5 the l = 1 components are ordered
+(x, y, z) (``Irreps("1o").D_from_matrix(R)`` is R) and an irreps tensor is
+multiplicity-major, so ``cat([h, v.reshape(N, -1)])`` is exactly the
+``"Fx0e + F_vx1o"`` tensor (e3nn releases before 0.5 ordered l = 1 as y, z, x).
+`geognn.nn.join_scalars_vectors` / `split_scalars_vectors` convert, and
+``tests/nn/test_irreps.py`` checks the convention against e3nn.
+
 Shapes below use N atoms, E edges and B structures in a batch.
 """
 

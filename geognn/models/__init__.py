@@ -10,9 +10,10 @@ from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
 from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from geognn.models.dimenet import DimeNet, DimeNetConfig, DimeNetPP, DimeNetPPConfig
 from geognn.models.egnn import EGNN, EGNNConfig
+from geognn.models.nequip import NequIP, NequIPConfig
 from geognn.nn.mlp import lookup
 
-MODELS: dict[str, type[EnergyModel]] = {"egnn": EGNN, "dimenet": DimeNet, "dimenet++": DimeNetPP}
+MODELS: dict[str, type[EnergyModel]] = {"egnn": EGNN, "dimenet": DimeNet, "dimenet++": DimeNetPP, "nequip": NequIP}
 
 
 def build_model(name: str, **kwargs) -> EnergyModel:
@@ -21,5 +22,5 @@ def build_model(name: str, **kwargs) -> EnergyModel:
 
 
 __all__ = ["MODELS", "build_model", "EnergyModel", "EnergyModelConfig", "AtomGraph", "EGNN", "EGNNConfig",
-           "DimeNet", "DimeNetConfig", "DimeNetPP", "DimeNetPPConfig",
+           "DimeNet", "DimeNetConfig", "DimeNetPP", "DimeNetPPConfig", "NequIP", "NequIPConfig",
            "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]

@@ -10,6 +10,8 @@ from geognn.nn.dimenet import (
     triplet_cos_angle,
 )
 from geognn.nn.egnn import EGNNLayer
+from geognn.nn.gate import EquivariantGate
+from geognn.nn.irreps import join_scalars_vectors, split_scalars_vectors, wigner_d
 from geognn.nn.message_passing import ScalarVectorMessagePassing
 from geognn.nn.mlp import ACTIVATIONS, MLP
 from geognn.nn.radial import (
@@ -20,9 +22,17 @@ from geognn.nn.radial import (
     GaussianBasis,
     PolynomialEnvelope,
 )
+from geognn.nn.tensor_product import SphericalEdgeEmbedding, TensorProductConv, species_one_hot
 
 __all__ = [
     "EGNNLayer",
+    "TensorProductConv",
+    "SphericalEdgeEmbedding",
+    "EquivariantGate",
+    "species_one_hot",
+    "join_scalars_vectors",
+    "split_scalars_vectors",
+    "wigner_d",
     "DimeNetRadialBasis",
     "SphericalBasis",
     "triplet_cos_angle",

@@ -1,0 +1,111 @@
+"""NequIP (Batzner et al., Nat. Commun. 2022): e3nn tensor-product convolutions predicting energies.
+
+species one-hot -> linear to scalars -> num_layers x (TensorProductConv -> gate, residual
+when the irreps stay the same) -> linear readout of the scalars -> per-atom energy.
+Scale, shift and per-element reference energies come from the `EnergyModel` base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from e3nn import o3
+from torch import Tensor
+
+from geognn.data import keys
+from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
+from geognn.nn import EquivariantGate, SphericalEdgeEmbedding, TensorProductConv
+
+
+def hidden_irreps(num_features: int, l_max: int, parity: bool) -> o3.Irreps:
+    """``num_features`` channels of every l <= l_max: both parities (NequIP's ``parity: true``) or (-1)^l only."""
+    parities = (1, -1) if parity else None
+    return o3.Irreps([(num_features, (l, p)) for l in range(l_max + 1) for p in (parities or ((-1) ** l,))])
+
+
+@dataclass
+class NequIPConfig(EnergyModelConfig):
+    """NequIP hyperparameters (defaults: a small model).
+
+    Attributes:
+        l_max: highest rotation order of features and edge harmonics (1-3).
+        num_features: channels per irrep in the hidden features.
+        num_layers: convolution + gate blocks.
+        parity: True keeps both parities of every l (NequIP's default, O(3));
+            False keeps only (-1)^l (fewer paths, still O(3)-equivariant).
+        num_radial: Bessel functions of the edge length.
+        radial_mlp: hidden sizes of the MLP that gives each edge its path weights.
+        envelope_exponent: p of the polynomial cutoff envelope (NequIP: 6).
+        avg_num_neighbors: neighbour sums are divided by this (set it from the data).
+        atomic_numbers: the elements the model knows (one-hot species); None
+            takes every element up to ``max_atomic_number``. Listing the
+            dataset's elements keeps the self-connection small, as NequIP does.
+        resnet: add each block's input to its output when their irreps agree.
+    """
+
+    l_max: int = 1
+    num_features: int = 16
+    num_layers: int = 3
+    parity: bool = True
+    num_radial: int = 8
+    radial_mlp: tuple = (64, 64)
+    envelope_exponent: int = 6
+    avg_num_neighbors: float = 1.0
+    atomic_numbers: Optional[tuple] = None
+    resnet: bool = True
+
+
+class NequIP(EnergyModel):
+    """NequIP architecture on geognn's path; ``build_model("nequip", l_max=2, ...)``."""
+
+    Config = NequIPConfig
+    name = "nequip"
+
+    def __init__(self, config: NequIPConfig):
+        super().__init__(config)
+        known = list(range(config.max_atomic_number + 1)) if config.atomic_numbers is None else list(config.atomic_numbers)
+        if len(set(known)) != len(known) or min(known) < 0 or max(known) > config.max_atomic_number:
+            raise ValueError(f"atomic_numbers must be distinct elements 1..{config.max_atomic_number}, got {known}")
+        species = torch.full((config.max_atomic_number + 1,), -1, dtype=torch.long)
+        species[torch.tensor(known)] = torch.arange(len(known))
+        self.register_buffer("species_index", species)  # atomic number -> one-hot position, -1 unknown
+        self.irreps_node_attr = o3.Irreps(f"{len(known)}x0e")
+        scalars = o3.Irreps(f"{config.num_features}x0e")
+        self.embedding = o3.Linear(self.irreps_node_attr, scalars)
+        self.edge_embedding = SphericalEdgeEmbedding(config.l_max, config.num_radial, config.cutoff,
+                                                     config.envelope_exponent)
+        hidden = hidden_irreps(config.num_features, config.l_max, config.parity)
+        self.convolutions, self.gates = torch.nn.ModuleList(), torch.nn.ModuleList()
+        irreps = scalars
+        for _ in range(config.num_layers):
+            gate = EquivariantGate(hidden, irreps, self.edge_embedding.irreps_sh)
+            self.convolutions.append(TensorProductConv(
+                irreps, gate.irreps_in, self.edge_embedding.irreps_sh, self.irreps_node_attr,
+                num_radial=config.num_radial, radial_mlp=tuple(config.radial_mlp),
+                avg_num_neighbors=config.avg_num_neighbors,
+            ))
+            self.gates.append(gate)
+            irreps = gate.irreps_out
+        self.readout_hidden = o3.Linear(irreps, o3.Irreps(f"{max(config.num_features // 2, 1)}x0e"))
+        self.readout = o3.Linear(self.readout_hidden.irreps_out, o3.Irreps("0e"))
+
+    def reset_parameters(self) -> None:
+        for module in (self.edge_embedding, *self.convolutions):
+            module.reset_parameters()
+        for linear in (self.embedding, self.readout_hidden, self.readout):
+            linear.weight.data.normal_()
+
+    def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
+        species = self.species_index[z]
+        if bool((species < 0).any()):
+            unknown = sorted(set(z[species < 0].tolist()))
+            raise ValueError(f"elements {unknown} are not among this model's atomic_numbers {self.config.atomic_numbers}")
+        node_attr = torch.nn.functional.one_hot(species, self.irreps_node_attr.dim).to(pos.dtype)  # [N, S]
+        x = self.embedding(node_attr)  # [N, F] scalars
+        edge_sh, edge_radial = self.edge_embedding(graph.edge_vec)
+        for conv, gate in zip(self.convolutions, self.gates):
+            out = gate(conv(x, node_attr, graph.edge_index, edge_sh, edge_radial))
+            x = x + out if self.config.resnet and out.shape == x.shape and conv.irreps_in == gate.irreps_out else out
+        return {keys.NODE_ENERGY: self.readout(self.readout_hidden(x)).squeeze(-1)}

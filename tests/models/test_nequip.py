@@ -1,0 +1,50 @@
+"""NequIP model: the shared model checks for l_max 1, 2, 3 (both parity settings), molecules and periodic cells."""
+
+import pytest
+import torch
+from ase.build import bulk
+
+from geognn.data import atoms_to_data, keys
+from geognn.models import MODELS, NequIP, build_model
+from geognn.models.nequip import hidden_irreps
+from geognn.testing import ModelTestMixin
+
+SMALL = {"num_features": 4, "num_layers": 2, "num_radial": 4, "radial_mlp": (8,), "avg_num_neighbors": 8.0,
+         "max_atomic_number": 30}
+
+
+class TestNequIPLmax1(ModelTestMixin):
+    model_name = "nequip"
+    model_kwargs = {**SMALL, "l_max": 1}
+
+
+class TestNequIPLmax2(ModelTestMixin):
+    model_name = "nequip"
+    model_kwargs = {**SMALL, "l_max": 2, "parity": False}
+
+
+class TestNequIPLmax3(ModelTestMixin):
+    model_name = "nequip"
+    model_kwargs = {**SMALL, "l_max": 3, "num_layers": 2}
+
+
+def test_registry_default_and_issue_size():
+    assert MODELS["nequip"] is NequIP
+    model = build_model("nequip")
+    assert 1e4 < sum(p.numel() for p in model.parameters()) < 1e6
+    out = model(atoms_to_data(bulk("Si", "diamond", a=5.43)), compute_forces=True, compute_stress=True)
+    assert out[keys.STRESS].shape == (1, 3, 3)
+    big = build_model("nequip", l_max=2, num_features=32, num_layers=4, cutoff=5.0, avg_num_neighbors=15.0,
+                      atomic_numbers=(1, 6, 7, 8, 9))
+    assert str(big.gates[-1].irreps_out) == str(hidden_irreps(32, 2, True))  # every l and parity reached by layer 4
+
+
+def test_hidden_irreps_and_unknown_elements():
+    assert str(hidden_irreps(8, 2, True)) == "8x0e+8x0o+8x1e+8x1o+8x2e+8x2o"
+    assert str(hidden_irreps(8, 2, False)) == "8x0e+8x1o+8x2e"
+    model = build_model("nequip", **SMALL, atomic_numbers=(1, 8)).double()
+    water = atoms_to_data(bulk("NaCl", "rocksalt", a=5.64), dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"elements \[11, 17\] are not among"):
+        model(water)
+    with pytest.raises(ValueError, match="atomic_numbers must be distinct"):
+        build_model("nequip", atomic_numbers=(1, 1))
