@@ -72,6 +72,7 @@ class NequIP(EnergyModel):
         species[torch.tensor(known)] = torch.arange(len(known))
         self.register_buffer("species_index", species)  # atomic number -> one-hot position, -1 unknown
         self.irreps_node_attr = o3.Irreps(f"{len(known)}x0e")
+        self._num_species = len(known)
         scalars = o3.Irreps(f"{config.num_features}x0e")
         self.embedding = o3.Linear(self.irreps_node_attr, scalars)
         self.edge_embedding = SphericalEdgeEmbedding(config.l_max, config.num_radial, config.cutoff,
@@ -88,6 +89,9 @@ class NequIP(EnergyModel):
             ))
             self.gates.append(gate)
             irreps = gate.irreps_out
+        # Decided here, not in forward: torch.compile cannot guard on Irreps comparisons.
+        self._residual = [config.resnet and conv.irreps_in == gate.irreps_out
+                          for conv, gate in zip(self.convolutions, self.gates)]
         self.readout_hidden = o3.Linear(irreps, o3.Irreps(f"{max(config.num_features // 2, 1)}x0e"))
         self.readout = o3.Linear(self.readout_hidden.irreps_out, o3.Irreps("0e"))
 
@@ -102,10 +106,10 @@ class NequIP(EnergyModel):
         if bool((species < 0).any()):
             unknown = sorted(set(z[species < 0].tolist()))
             raise ValueError(f"elements {unknown} are not among this model's atomic_numbers {self.config.atomic_numbers}")
-        node_attr = torch.nn.functional.one_hot(species, self.irreps_node_attr.dim).to(pos.dtype)  # [N, S]
+        node_attr = torch.nn.functional.one_hot(species, self._num_species).to(pos.dtype)  # [N, S]
         x = self.embedding(node_attr)  # [N, F] scalars
         edge_sh, edge_radial = self.edge_embedding(graph.edge_vec)
-        for conv, gate in zip(self.convolutions, self.gates):
+        for conv, gate, residual in zip(self.convolutions, self.gates, self._residual):
             out = gate(conv(x, node_attr, graph.edge_index, edge_sh, edge_radial))
-            x = x + out if self.config.resnet and out.shape == x.shape and conv.irreps_in == gate.irreps_out else out
+            x = x + out if residual else out
         return {keys.NODE_ENERGY: self.readout(self.readout_hidden(x)).squeeze(-1)}

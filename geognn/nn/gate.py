@@ -63,14 +63,15 @@ class EquivariantGate(nn.Module):
         )
         self.irreps_in = self.gate.irreps_in
         self.irreps_out = self.gate.irreps_out
+        self._dim_in = self.irreps_in.dim  # a plain int for the check: torch.compile cannot guard on Irreps
 
     def reset_parameters(self) -> None:
         pass
 
     def forward(self, x: Tensor) -> Tensor:
         """x [N, irreps_in.dim] -> [N, irreps_out.dim]."""
-        if x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(f"gate expects {self.irreps_in} ({self.irreps_in.dim} components), got {x.shape[-1]}")
+        if x.shape[-1] != self._dim_in:
+            raise ValueError(f"gate expects {self._dim_in} components ({self.irreps_in}), got {x.shape[-1]}")
         return self.gate(x)
 
     def extra_repr(self) -> str:

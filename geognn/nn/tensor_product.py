@@ -118,6 +118,8 @@ class TensorProductConv(ScalarVectorMessagePassing):
         self.irreps_sh = o3.Irreps(irreps_sh)
         self.irreps_node_attr = o3.Irreps(irreps_node_attr)
         self.linear_1 = o3.Linear(self.irreps_in, self.irreps_in)
+        # Plain ints for the runtime checks: torch.compile cannot guard on Irreps objects.
+        self._input_dims = (self.irreps_in.dim, self.irreps_node_attr.dim, self.irreps_sh.dim)
         self.irreps_mid, self._instructions = uvu_instructions(self.irreps_in, self.irreps_sh, self.irreps_out)
         self.tp = self._tensor_product(torch.get_default_dtype())
         # No biases (as NequIP's radial network): zero basis -> zero weights, so edges fade out at the cutoff.
@@ -150,6 +152,9 @@ class TensorProductConv(ScalarVectorMessagePassing):
             self.tp = self._tensor_product(weight.dtype).to(weight.device)
         return self
 
+    def _describe(self, name: str) -> str:
+        return str({"x": self.irreps_in, "node_attr": self.irreps_node_attr, "edge_sh": self.irreps_sh}[name])
+
     def reset_parameters(self) -> None:
         self.radial.reset_parameters()
         for module in (self.linear_1, self.linear_2, self.self_connection):
@@ -175,10 +180,9 @@ class TensorProductConv(ScalarVectorMessagePassing):
         Returns:
             [N, irreps_out.dim]
         """
-        for name, tensor, irreps in (("x", x, self.irreps_in), ("node_attr", node_attr, self.irreps_node_attr),
-                                     ("edge_sh", edge_sh, self.irreps_sh)):
-            if tensor.shape[-1] != irreps.dim:
-                raise ValueError(f"{name} has {tensor.shape[-1]} components, expected {irreps} ({irreps.dim})")
+        for name, tensor, dim in zip(("x", "node_attr", "edge_sh"), (x, node_attr, edge_sh), self._input_dims):
+            if tensor.shape[-1] != dim:
+                raise ValueError(f"{name} has {tensor.shape[-1]} components, expected {dim} ({self._describe(name)})")
         weights = self.radial(edge_radial)  # [E, tp.weight_numel]
         return self.propagate(edge_index, sender=self.linear_1(x), edge_sh=edge_sh, weights=weights,
                               x=x, node_attr=node_attr, size=(x.shape[0], x.shape[0]))

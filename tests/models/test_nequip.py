@@ -48,3 +48,22 @@ def test_hidden_irreps_and_unknown_elements():
         model(water)
     with pytest.raises(ValueError, match="atomic_numbers must be distinct"):
         build_model("nequip", atomic_numbers=(1, 1))
+
+
+def test_dynamo_captures_the_model_and_matches_eager():
+    """torch.compile's graph capture (aot_eager backend) of `atomic_energies` gives eager's energies and forces.
+
+    Guards against Irreps objects reaching traced code (e3nn's Irreps refuse
+    len(), which dynamo's guards call). Inductor itself is not exercised here:
+    on CPU with torch 2.13 it aborts on this model (see train/RESULTS.md).
+    """
+    from geognn.testing import molecules, to_batch
+
+    torch.manual_seed(0)
+    model = build_model("nequip", **{**SMALL, "l_max": 2}).eval()
+    batch = to_batch(molecules()[:3], dtype=torch.float32)
+    eager = model(batch, compute_forces=True)
+    model.atomic_energies = torch.compile(model.atomic_energies, backend="aot_eager", dynamic=True)
+    compiled = model(batch, compute_forces=True)
+    assert torch.allclose(compiled[keys.ENERGY], eager[keys.ENERGY], atol=1e-5)
+    assert torch.allclose(compiled[keys.FORCES], eager[keys.FORCES], atol=1e-5)
