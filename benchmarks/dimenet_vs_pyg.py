@@ -34,17 +34,12 @@ force:
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
+from _peers import (allocator_settings, hardware, interleaved_medians, measure_memory, parse_arguments,
+                    peak_train_step_bytes, qm9_batch)
 
 PAPER = dict(hidden_channels=128, out_channels=1, num_blocks=4, int_emb_size=64, basis_emb_size=8,
              out_emb_channels=256, num_spherical=7, num_radial=6, cutoff=5.0)
@@ -56,17 +51,6 @@ def patch_pyg_radius() -> None:
 
     dimenet.radius_graph = lambda pos, r, batch=None, max_num_neighbors=32: torch_cluster.radius_graph(
         pos, r, batch, max_num_neighbors=max_num_neighbors)
-
-
-def qm9_batch(root: str, size: int, seed: int):
-    from torch_geometric.data import Batch
-
-    from geognn.data import QM9
-
-    qm9 = QM9(root, target="U0")
-    generator = torch.Generator().manual_seed(seed)
-    picked = torch.randperm(len(qm9), generator=generator)[:size].tolist()
-    return Batch.from_data_list([qm9[i] for i in picked])
 
 
 def build_models(seed: int):
@@ -116,16 +100,6 @@ class Runner:
             return self.model(self.batch)["energy"]
 
 
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def setup(args):
     device = torch.device(args.device)
     batch = qm9_batch(args.qm9_root, args.batch_size, args.seed).to(device)
@@ -149,18 +123,7 @@ def check_same_outputs(runners) -> dict:
 def measure_time(args) -> dict:
     device, batch, runners = setup(args)
     agreement = check_same_outputs(runners)
-    results = {}
-    for mode in ("train_step", "inference", "energy_only"):
-        for runner in runners.values():
-            for _ in range(args.warmup):
-                getattr(runner, mode)()
-        samples = {name: [] for name in runners}
-        for round_ in range(args.rounds):
-            order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
-            for name in order:
-                samples[name].append(timed(getattr(runners[name], mode), device))
-        results[mode] = {name: statistics.median(times) for name, times in samples.items()}
-        results[mode]["speedup"] = results[mode]["pyg"] / results[mode]["geognn"]
+    results = interleaved_medians(runners, ("train_step", "inference", "energy_only"), args.warmup, args.rounds, device)
     edges = int(runners["geognn"].model.build_graph(batch.pos, batch.batch, batch.num_graphs).edge_index.shape[1])
     return {"times_s": results, "agreement": agreement, "atoms": int(batch.num_nodes), "edges": edges}
 
@@ -168,66 +131,17 @@ def measure_time(args) -> dict:
 def peak_memory_child(args) -> None:
     """In a fresh process: peak memory of one train step of ``args.memory_child``."""
     device, _, runners = setup(args)
-    runner = runners[args.memory_child]
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        runner.train_step()
-        torch.cuda.synchronize()
-        print(json.dumps({"peak_bytes": torch.cuda.max_memory_allocated() - before}))
-        return
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
-    before = _status_kib("VmRSS")
-    runner.train_step()
-    print(json.dumps({"peak_bytes": (_status_kib("VmHWM") - before) * 1024}))
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def measure_memory(args) -> dict:
-    peaks = {}
-    for name in ("pyg", "geognn"):
-        samples = []
-        for _ in range(args.memory_repeats):
-            command = [sys.executable, __file__, "--memory-child", name, *sys.argv[1:]]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            samples.append(json.loads(output.strip().splitlines()[-1])["peak_bytes"])
-        peaks[name] = statistics.median(samples)
-    return peaks
-
-
-def hardware(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
-    return f"{model}, {torch.get_num_threads()} threads"
+    print(json.dumps({"peak_bytes": peak_train_step_bytes(runners[args.memory_child], device)}))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--memory-repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--qm9-root", default="data/qm9")
-    parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--memory-child", choices=["pyg", "geognn"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_arguments(__doc__, "pyg")
     if args.memory_child:
         return peak_memory_child(args)
 
     result = measure_time(args)
-    result["peak_train_step_bytes"] = measure_memory(args)
-    allocator = {name: value for name, value in os.environ.items() if name.startswith("MALLOC_") or name == "LD_PRELOAD"}
+    result["peak_train_step_bytes"] = measure_memory(__file__, ("pyg", "geognn"), args.memory_repeats)
+    allocator = allocator_settings()
     result.update(device=hardware(torch.device(args.device)), torch=torch.__version__,
                   batch_size=args.batch_size, rounds=args.rounds, dtype="float32", allocator=allocator)
     times = result["times_s"]

@@ -1,8 +1,11 @@
 """NequIP (Batzner et al., Nat. Commun. 2022): e3nn tensor-product convolutions predicting energies.
 
-species one-hot -> linear to scalars -> num_layers x (TensorProductConv -> gate, residual
-when the irreps stay the same) -> linear readout of the scalars -> per-atom energy.
-Scale, shift and per-element reference energies come from the `EnergyModel` base.
+species one-hot -> linear to scalars -> num_layers x (TensorProductConv -> gate) -> linear
+readout of the scalars -> per-atom energy. As in the nequip package (0.19): hidden
+layers carry every l <= l_max, the last one only scalars; the first layer has no
+self-connection (so an isolated atom's energy is its species' alone); optional
+residual adds between layers of equal irreps. Scale, shift and per-element reference
+energies come from the `EnergyModel` base.
 """
 
 from __future__ import annotations
@@ -36,13 +39,18 @@ class NequIPConfig(EnergyModelConfig):
         parity: True keeps both parities of every l (NequIP's default, O(3));
             False keeps only (-1)^l (fewer paths, still O(3)-equivariant).
         num_radial: Bessel functions of the edge length.
-        radial_mlp: hidden sizes of the MLP that gives each edge its path weights.
+        radial_mlp: hidden sizes of the bias-free MLP that gives each edge its path weights.
         envelope_exponent: p of the polynomial cutoff envelope (NequIP: 6).
         avg_num_neighbors: neighbour sums are divided by this (set it from the data).
         atomic_numbers: the elements the model knows (one-hot species); None
             takes every element up to ``max_atomic_number``. Listing the
             dataset's elements keeps the self-connection small, as NequIP does.
-        resnet: add each block's input to its output when their irreps agree.
+        resnet: add each block's input to its output when their irreps agree
+            (off in the nequip package; its self-connection already carries x_i).
+        bessel_trainable: train the Bessel frequencies (nequip: off).
+        node_attr: what the self-connection multiplies x_i with: "embedding"
+            (the learned species embedding, num_features scalars, as the nequip
+            package 0.19 does) or "one_hot" (the species one-hot of the paper).
     """
 
     l_max: int = 1
@@ -50,11 +58,13 @@ class NequIPConfig(EnergyModelConfig):
     num_layers: int = 3
     parity: bool = True
     num_radial: int = 8
-    radial_mlp: tuple = (64, 64)
+    radial_mlp: tuple = (64,)
     envelope_exponent: int = 6
     avg_num_neighbors: float = 1.0
     atomic_numbers: Optional[tuple] = None
-    resnet: bool = True
+    resnet: bool = False
+    bessel_trainable: bool = False
+    node_attr: str = "embedding"
 
 
 class NequIP(EnergyModel):
@@ -71,34 +81,36 @@ class NequIP(EnergyModel):
         species = torch.full((config.max_atomic_number + 1,), -1, dtype=torch.long)
         species[torch.tensor(known)] = torch.arange(len(known))
         self.register_buffer("species_index", species)  # atomic number -> one-hot position, -1 unknown
-        self.irreps_node_attr = o3.Irreps(f"{len(known)}x0e")
         self._num_species = len(known)
         scalars = o3.Irreps(f"{config.num_features}x0e")
-        self.embedding = o3.Linear(self.irreps_node_attr, scalars)
+        self.embedding = o3.Linear(o3.Irreps(f"{len(known)}x0e"), scalars)
+        if config.node_attr not in ("embedding", "one_hot"):
+            raise ValueError(f"unknown node_attr {config.node_attr!r}; choose 'embedding' or 'one_hot'")
+        self.irreps_node_attr = scalars if config.node_attr == "embedding" else self.embedding.irreps_in
         self.edge_embedding = SphericalEdgeEmbedding(config.l_max, config.num_radial, config.cutoff,
-                                                     config.envelope_exponent)
+                                                     config.envelope_exponent, config.bessel_trainable)
         hidden = hidden_irreps(config.num_features, config.l_max, config.parity)
         self.convolutions, self.gates = torch.nn.ModuleList(), torch.nn.ModuleList()
         irreps = scalars
-        for _ in range(config.num_layers):
-            gate = EquivariantGate(hidden, irreps, self.edge_embedding.irreps_sh)
+        for layer in range(config.num_layers):
+            last = layer == config.num_layers - 1
+            gate = EquivariantGate(scalars if last else hidden, irreps, self.edge_embedding.irreps_sh)
             self.convolutions.append(TensorProductConv(
                 irreps, gate.irreps_in, self.edge_embedding.irreps_sh, self.irreps_node_attr,
                 num_radial=config.num_radial, radial_mlp=tuple(config.radial_mlp),
-                avg_num_neighbors=config.avg_num_neighbors,
+                avg_num_neighbors=config.avg_num_neighbors, self_connection=layer > 0,
             ))
             self.gates.append(gate)
             irreps = gate.irreps_out
         # Decided here, not in forward: torch.compile cannot guard on Irreps comparisons.
         self._residual = [config.resnet and conv.irreps_in == gate.irreps_out
                           for conv, gate in zip(self.convolutions, self.gates)]
-        self.readout_hidden = o3.Linear(irreps, o3.Irreps(f"{max(config.num_features // 2, 1)}x0e"))
-        self.readout = o3.Linear(self.readout_hidden.irreps_out, o3.Irreps("0e"))
+        self.readout = o3.Linear(irreps, o3.Irreps("0e"))
 
     def reset_parameters(self) -> None:
         for module in (self.edge_embedding, *self.convolutions):
             module.reset_parameters()
-        for linear in (self.embedding, self.readout_hidden, self.readout):
+        for linear in (self.embedding, self.readout):
             linear.weight.data.normal_()
 
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
@@ -106,10 +118,11 @@ class NequIP(EnergyModel):
         if bool((species < 0).any()):
             unknown = sorted(set(z[species < 0].tolist()))
             raise ValueError(f"elements {unknown} are not among this model's atomic_numbers {self.config.atomic_numbers}")
-        node_attr = torch.nn.functional.one_hot(species, self._num_species).to(pos.dtype)  # [N, S]
-        x = self.embedding(node_attr)  # [N, F] scalars
+        one_hot = torch.nn.functional.one_hot(species, self._num_species).to(pos.dtype)  # [N, S]
+        x = self.embedding(one_hot)  # [N, F] scalars
+        node_attr = x if self.config.node_attr == "embedding" else one_hot
         edge_sh, edge_radial = self.edge_embedding(graph.edge_vec)
         for conv, gate, residual in zip(self.convolutions, self.gates, self._residual):
             out = gate(conv(x, node_attr, graph.edge_index, edge_sh, edge_radial))
             x = x + out if residual else out
-        return {keys.NODE_ENERGY: self.readout(self.readout_hidden(x)).squeeze(-1)}
+        return {keys.NODE_ENERGY: self.readout(x).squeeze(-1)}

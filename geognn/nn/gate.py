@@ -6,7 +6,8 @@ an activated extra scalar of its own (its gate), which keeps it equivariant:
     in:  scalars ⊕ gates ⊕ gated        out:  act(scalars) ⊕ act_gate(gates) · gated
 
 Activations follow NequIP: even scalars SiLU, odd scalars tanh (odd
-functions keep odd parity); even gates SiLU, odd gates |·|.
+functions keep odd parity); even gates SiLU, odd gates tanh (the nequip
+package's defaults).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from geognn.nn.mlp import ACTIVATIONS, lookup
 
 SCALAR_ACTIVATIONS = {1: "silu", -1: "tanh"}
-GATE_ACTIVATIONS = {1: "silu", -1: "abs"}
+GATE_ACTIVATIONS = {1: "silu", -1: "tanh"}
 
 
 class _Abs(nn.Module):

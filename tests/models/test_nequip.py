@@ -36,7 +36,9 @@ def test_registry_default_and_issue_size():
     assert out[keys.STRESS].shape == (1, 3, 3)
     big = build_model("nequip", l_max=2, num_features=32, num_layers=4, cutoff=5.0, avg_num_neighbors=15.0,
                       atomic_numbers=(1, 6, 7, 8, 9))
-    assert str(big.gates[-1].irreps_out) == str(hidden_irreps(32, 2, True))  # every l and parity reached by layer 4
+    assert str(big.gates[-2].irreps_out) == str(hidden_irreps(32, 2, True))  # every l and parity reached by layer 3
+    assert str(big.gates[-1].irreps_out) == "32x0e"  # the last layer keeps scalars only, as nequip's
+    assert big.convolutions[0].self_connection is None and big.convolutions[1].self_connection is not None
 
 
 def test_hidden_irreps_and_unknown_elements():
@@ -67,3 +69,10 @@ def test_dynamo_captures_the_model_and_matches_eager():
     compiled = model(batch, compute_forces=True)
     assert torch.allclose(compiled[keys.ENERGY], eager[keys.ENERGY], atol=1e-5)
     assert torch.allclose(compiled[keys.FORCES], eager[keys.FORCES], atol=1e-5)
+
+
+class TestNequIPOneHotSelfConnection(ModelTestMixin):
+    """The paper's self-connection on the species one-hot, rather than nequip 0.19's learned embedding."""
+
+    model_name = "nequip"
+    model_kwargs = {**SMALL, "l_max": 1, "node_attr": "one_hot", "resnet": True}
