@@ -86,6 +86,148 @@ def uvu_instructions(irreps_in, irreps_sh, irreps_out) -> tuple[o3.Irreps, list[
     return mid_sorted, instructions
 
 
+class ChannelwiseTensorProduct(nn.Module):
+    """e3nn's "uvu" tensor product with per-sample weights, evaluated in a few large operations.
+
+    Computes exactly what ``o3.TensorProduct(irreps_in1, irreps_in2, irreps_out,
+    instructions, shared_weights=False, internal_weights=False)`` computes (same
+    inputs, same weight layout, same output layout; tested equal to it), where
+    every instruction is ``(i1, i2, i_out, "uvu", True)`` and every irrep of
+    ``irreps_in2`` has multiplicity 1 (spherical harmonics):
+
+        out_p[z, u, k] = w[z, p, u] Σ_ij K_p[i, j, k] x1_{i1(p)}[z, u, i] x2_{i2(p)}[z, j]
+
+    with K_p the Wigner 3j symbol times e3nn's path normalisation, read off
+    e3nn's own float64 product at construction. e3nn evaluates one einsum per
+    path and slices its inputs and outputs per path; under double backward
+    (forces in the loss) the slices' gradients become one zero-filled tensor of
+    the full size per path. Here the paths that share an input irrep ``i1``
+    form one group: ``x2`` is contracted with their stacked K_p first (one
+    matrix product giving a [Z, d1, columns] coupling, with no channel axis),
+    then one batched product per sample applies it to all channels at once,
+    then the weights. ``forward_parts`` returns one
+    tensor per group [Z, mul, columns], so a convolution can sum them over
+    neighbours before `assemble` puts them in e3nn's layout on far fewer rows.
+    """
+
+    def __init__(self, irreps_in1, irreps_in2, irreps_out, instructions):
+        super().__init__()
+        self.irreps_in1, self.irreps_in2 = o3.Irreps(irreps_in1), o3.Irreps(irreps_in2)
+        self.irreps_out = o3.Irreps(irreps_out)
+        self.instructions = [tuple(ins) for ins in instructions]
+        if any(mul != 1 for mul, _ in self.irreps_in2):
+            raise ValueError(f"irreps_in2 must have multiplicity 1 everywhere, got {self.irreps_in2}")
+        if any(ins[3] != "uvu" or not ins[4] for ins in self.instructions):
+            raise ValueError("only weighted 'uvu' instructions are supported")
+        reference = self.reference(torch.float64)
+        self.weight_numel = reference.weight_numel
+        kernels = _path_kernels(reference)  # per instruction: K_p [d1, d2, d3], float64
+        weight_start = [0]
+        for ins in reference.instructions:
+            weight_start.append(weight_start[-1] + ins.path_shape[0])
+        out_start = [s.start for s in self.irreps_out.slices()]
+        in2_start = [s.start for s in self.irreps_in2.slices()]
+        self._split = [mul_ir.dim for mul_ir in self.irreps_in1]
+        self._groups = []  # (input irrep, mul, d1, paths, columns)
+        self._masters = {}  # float64 constants; buffers are re-made from these when the dtype changes
+        gather = torch.empty(self.irreps_out.dim, dtype=torch.long)  # e3nn output column <- flat parts column
+        offset, weight_order = 0, []  # weight_order: e3nn's weight columns regrouped as [group][u][path]
+        for g, (mul, ir) in enumerate(self.irreps_in1):
+            paths = [p for p, ins in enumerate(self.instructions) if ins[0] == g]
+            columns = sum(kernels[p].shape[2] for p in paths)
+            kernel = torch.zeros(ir.dim, self.irreps_in2.dim, columns, dtype=torch.float64)
+            expand = torch.zeros(len(paths), columns, dtype=torch.float64)
+            weight_index = torch.empty(mul, len(paths), dtype=torch.long)
+            column = 0
+            for q, p in enumerate(paths):
+                _, i2, i_out, _, _ = self.instructions[p]
+                d2, d3 = kernels[p].shape[1:]
+                kernel[:, in2_start[i2]:in2_start[i2] + d2, column:column + d3] = kernels[p]
+                expand[q, column:column + d3] = 1
+                weight_index[:, q] = torch.arange(weight_start[p], weight_start[p] + mul)
+                # parts[g] is [Z, mul, columns]; e3nn's output block of this path is [mul, d3] at out_start
+                u, k = torch.meshgrid(torch.arange(mul), torch.arange(d3), indexing="ij")
+                gather[out_start[i_out] + (u * d3 + k).flatten()] = (offset + u * columns + column + k).flatten()
+                column += d3
+            self._masters[f"kernel_{g}"] = kernel.transpose(0, 1).reshape(self.irreps_in2.dim, ir.dim * columns)
+            self._masters[f"expand_{g}"] = expand
+            weight_order.append(weight_index.flatten())
+            self._groups.append((g, mul, ir.dim, len(paths), columns))
+            offset += mul * columns
+        self.register_buffer("gather", gather, persistent=False)
+        self.register_buffer("weight_order", torch.cat(weight_order), persistent=False)
+        self._weight_split = [len(order) for order in weight_order]
+        for name, master in self._masters.items():
+            self.register_buffer(name, master.to(torch.get_default_dtype()), persistent=False)
+
+    def reference(self, dtype: Optional[torch.dtype] = None) -> o3.TensorProduct:
+        """e3nn's own TensorProduct with these instructions, its constants in ``dtype``."""
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype or default)
+        try:  # e3nn bakes its Clebsch-Gordan constants in the default dtype at construction
+            return o3.TensorProduct(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions,
+                                    shared_weights=False, internal_weights=False)
+        finally:
+            torch.set_default_dtype(default)
+
+    def _apply(self, fn, recurse=True):
+        # Casting float32 constants to float64 would keep float32's error: re-make them from the masters.
+        super()._apply(fn, recurse)
+        for name, master in self._masters.items():
+            buffer = getattr(self, name)
+            if buffer.dtype.is_floating_point:
+                setattr(self, name, master.to(device=buffer.device, dtype=buffer.dtype))
+        return self
+
+    def forward_parts(self, x1: Tensor, x2: Tensor, weight: Tensor) -> list[Tensor]:
+        """x1 [Z, irreps_in1.dim], x2 [Z, irreps_in2.dim], weight [Z, weight_numel] -> per group [Z, mul, columns]."""
+        z = x1.shape[0]
+        parts = []
+        # One gather regroups the weights (per group [u][path]); per-group gathers would each leave a
+        # zero-filled [Z, weight_numel] gradient behind.
+        weights = torch.split(weight.index_select(1, self.weight_order), self._weight_split, dim=-1)
+        for (g, mul, d1, num_paths, columns), x, w in zip(self._groups, torch.split(x1, self._split, dim=-1), weights):
+            if columns == 0:
+                continue
+            # Harmonics into the coupling first ([Z, d1, columns], no mul factor), then channel by channel.
+            coupling = (x2 @ getattr(self, f"kernel_{g}")).reshape(z, d1, columns)
+            out = torch.bmm(x.reshape(z, mul, d1), coupling)
+            parts.append(out * (w.reshape(z, mul, num_paths) @ getattr(self, f"expand_{g}")))
+        return parts
+
+    def assemble(self, parts: list[Tensor]) -> Tensor:
+        """`forward_parts`' output (or its sum over neighbours) [Z, ...] -> [Z, irreps_out.dim] in e3nn's layout."""
+        flat = torch.cat([part.reshape(part.shape[0], -1) for part in parts], dim=-1)
+        return flat.index_select(1, self.gather)
+
+    def forward(self, x1: Tensor, x2: Tensor, weight: Tensor) -> Tensor:
+        return self.assemble(self.forward_parts(x1, x2, weight))
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, {len(self.instructions)} uvu paths"
+
+
+def _path_kernels(tp: o3.TensorProduct) -> list[Tensor]:
+    """K_p [d1, d2, d3] of every instruction of a float64 uvu product, read off its outputs on basis vectors."""
+    kernels, weight_start = [], 0
+    slices1, slices2, slices_out = tp.irreps_in1.slices(), tp.irreps_in2.slices(), tp.irreps_out.slices()
+    for ins in tp.instructions:
+        d1, d2 = tp.irreps_in1[ins.i_in1].ir.dim, tp.irreps_in2[ins.i_in2].ir.dim
+        d3 = tp.irreps_out[ins.i_out].ir.dim
+        i, j = torch.meshgrid(torch.arange(d1), torch.arange(d2), indexing="ij")
+        rows = torch.arange(d1 * d2)
+        x1 = torch.zeros(d1 * d2, tp.irreps_in1.dim, dtype=torch.float64)
+        x2 = torch.zeros(d1 * d2, tp.irreps_in2.dim, dtype=torch.float64)
+        x1[rows, slices1[ins.i_in1].start + i.flatten()] = 1  # channel u = 0
+        x2[rows, slices2[ins.i_in2].start + j.flatten()] = 1
+        weight = torch.zeros(d1 * d2, tp.weight_numel, dtype=torch.float64)
+        weight[:, weight_start] = 1  # this path, channel 0
+        out = tp(x1, x2, weight)[:, slices_out[ins.i_out].start:slices_out[ins.i_out].start + d3]
+        kernels.append(out.reshape(d1, d2, d3))
+        weight_start += ins.path_shape[0]
+    return kernels
+
+
 class TensorProductConv(ScalarVectorMessagePassing):
     """NequIP's convolution as message / aggregate / update on the radius graph.
 
@@ -121,7 +263,7 @@ class TensorProductConv(ScalarVectorMessagePassing):
         # Plain ints for the runtime checks: torch.compile cannot guard on Irreps objects.
         self._input_dims = (self.irreps_in.dim, self.irreps_node_attr.dim, self.irreps_sh.dim)
         self.irreps_mid, self._instructions = uvu_instructions(self.irreps_in, self.irreps_sh, self.irreps_out)
-        self.tp = self._tensor_product(torch.get_default_dtype())
+        self.tp = ChannelwiseTensorProduct(self.irreps_in, self.irreps_sh, self.irreps_mid, self._instructions)
         # No biases (as NequIP's radial network): zero basis -> zero weights, so edges fade out at the cutoff.
         self.radial = MLP([num_radial, *radial_mlp, self.tp.weight_numel], activation=activation, bias=False)
         self.linear_2 = o3.Linear(self.irreps_mid.simplify(), self.irreps_out)
@@ -129,28 +271,6 @@ class TensorProductConv(ScalarVectorMessagePassing):
             o3.FullyConnectedTensorProduct(self.irreps_in, self.irreps_node_attr, self.irreps_out)
             if self_connection else None
         )
-
-    def _tensor_product(self, dtype: torch.dtype) -> o3.TensorProduct:
-        # e3nn bakes its Clebsch-Gordan coefficients into generated code as constants
-        # of the default dtype at construction, which `.double()` does not convert:
-        # a float32-built product stays equivariant only to ~1e-7 in a float64 model.
-        default = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            tp = o3.TensorProduct(self.irreps_in, self.irreps_sh, self.irreps_mid, self._instructions,
-                                  shared_weights=False, internal_weights=False)
-        finally:
-            torch.set_default_dtype(default)
-        self._tp_dtype = dtype
-        return tp
-
-    def _apply(self, fn, recurse=True):
-        # Rebuild the (weightless) tensor product when the layer changes between float32 and float64.
-        super()._apply(fn, recurse)
-        weight = self.linear_1.weight
-        if weight.dtype in (torch.float32, torch.float64) and weight.dtype != self._tp_dtype:
-            self.tp = self._tensor_product(weight.dtype).to(weight.device)
-        return self
 
     def _describe(self, name: str) -> str:
         return str({"x": self.irreps_in, "node_attr": self.irreps_node_attr, "edge_sh": self.irreps_sh}[name])
@@ -187,11 +307,12 @@ class TensorProductConv(ScalarVectorMessagePassing):
         return self.propagate(edge_index, sender=self.linear_1(x), edge_sh=edge_sh, weights=weights,
                               x=x, node_attr=node_attr, size=(x.shape[0], x.shape[0]))
 
-    def message(self, sender_j: Tensor, edge_sh: Tensor, weights: Tensor) -> tuple[Tensor]:
-        return (self.tp(sender_j, edge_sh, weights),)  # [E, irreps_mid.dim]
+    def message(self, sender_j: Tensor, edge_sh: Tensor, weights: Tensor) -> tuple[Tensor, ...]:
+        # The weighted tensor product, one [E, mul, columns] tensor per input irrep (see ChannelwiseTensorProduct).
+        return tuple(self.tp.forward_parts(sender_j, edge_sh, weights))
 
-    def update(self, inputs: tuple[Tensor], x: Tensor, node_attr: Tensor) -> Tensor:
-        (aggregated,) = inputs  # [N, irreps_mid.dim], already divided by avg_num_neighbors
+    def update(self, inputs: tuple[Tensor, ...], x: Tensor, node_attr: Tensor) -> Tensor:
+        aggregated = self.tp.assemble(list(inputs))  # [N, irreps_mid.dim], already divided by avg_num_neighbors
         out = self.linear_2(aggregated)
         if self.self_connection is not None:
             out = out + self.self_connection(x, node_attr)

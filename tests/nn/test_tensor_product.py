@@ -11,6 +11,7 @@ from e3nn.util.test import assert_equivariant
 from geognn.graph import edge_vectors, lattice_offsets, periodic_radius_graph
 from geognn.nn import EquivariantGate, SphericalEdgeEmbedding, TensorProductConv, species_one_hot
 from geognn.nn.irreps import wigner_d
+from geognn.nn.tensor_product import ChannelwiseTensorProduct, uvu_instructions
 
 DTYPE = torch.float64
 NUM_SPECIES = 3
@@ -115,6 +116,77 @@ def test_periodic_graph_edges_work_through_the_embedding():
     assert edge_index.shape[1] > 2 * 12  # images of both atoms, own images included
 
 
+# --------------------------------------------------------------------------- the fused product equals e3nn's
+
+
+def channelwise_pair(irreps_in, l_max, irreps_out):
+    irreps_sh = o3.Irreps.spherical_harmonics(l_max)
+    mid, instructions = uvu_instructions(irreps_in, irreps_sh, irreps_out)
+    ours = ChannelwiseTensorProduct(irreps_in, irreps_sh, mid, instructions).to(DTYPE)
+    return ours, ours.reference(DTYPE)
+
+
+@pytest.mark.parametrize("irreps_in, l_max, irreps_out", [
+    ("4x0e", 2, "4x0e + 4x1o + 4x2e"),
+    ("3x0e + 2x1o + 4x1e + 1x2e + 2x2o", 2, "5x0e + 2x0o + 3x1o + 3x1e + 2x2e + 2x2o"),  # unequal multiplicities
+    ("2x0e + 2x1o + 2x2e + 2x3o", 3, "2x0e + 2x1o + 2x2e + 2x3o + 2x3e"),
+    ("2x1o + 3x2e", 1, "1x0e"),  # some input irreps reach no output
+])
+def test_channelwise_product_equals_e3nns_with_first_and_second_derivatives(irreps_in, l_max, irreps_out):
+    """Same inputs, same weight layout: outputs, gradients and the gradient of a gradient (force training)."""
+    ours, theirs = channelwise_pair(irreps_in, l_max, irreps_out)
+    assert ours.weight_numel == theirs.weight_numel and ours.irreps_out == theirs.irreps_out
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(9, dim, dtype=DTYPE, generator=generator, requires_grad=True)
+              for dim in (ours.irreps_in1.dim, ours.irreps_in2.dim, ours.weight_numel)]
+    probe = torch.randn(9, ours.irreps_out.dim, dtype=DTYPE, generator=generator)
+    results = []
+    for tp in (ours, theirs):
+        out = tp(*inputs)
+        grads = torch.autograd.grad((out * probe).sum(), inputs, create_graph=True)
+        second = torch.autograd.grad(sum((g**2).sum() for g in grads[:2]), inputs)
+        results.append((out, *grads, *second))
+    for got, expected in zip(*results):
+        assert torch.allclose(got, expected, atol=1e-12, rtol=0), (got - expected).abs().max()
+    assert results[1][0].abs().max() > 0.1
+
+
+def test_channelwise_product_parts_sum_before_assembly():
+    """Summing `forward_parts` over edges, then `assemble`, equals summing the assembled products."""
+    ours, theirs = channelwise_pair("2x0e + 2x1o + 2x2e", 2, "2x0e + 2x1o + 2x1e + 2x2e")
+    generator = torch.Generator().manual_seed(1)
+    x1, x2, w = (torch.randn(6, dim, dtype=DTYPE, generator=generator)
+                 for dim in (ours.irreps_in1.dim, ours.irreps_in2.dim, ours.weight_numel))
+    summed = ours.assemble([part.sum(0, keepdim=True) for part in ours.forward_parts(x1, x2, w)])
+    assert torch.allclose(summed, theirs(x1, x2, w).sum(0, keepdim=True), atol=1e-12)
+
+
+def test_channelwise_product_constants_survive_a_float32_round_trip():
+    """Built in float32, then `.double()`: exact float64 constants again (no float32 rounding left)."""
+    irreps_sh = o3.Irreps.spherical_harmonics(2)
+    mid, instructions = uvu_instructions("2x1o + 2x2e", irreps_sh, "2x0e + 2x1o + 2x2e")
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        ours = ChannelwiseTensorProduct("2x1o + 2x2e", irreps_sh, mid, instructions)
+    finally:
+        torch.set_default_dtype(default)
+    assert ours.kernel_0.dtype == torch.float32
+    ours = ours.double()
+    exact = ChannelwiseTensorProduct("2x1o + 2x2e", irreps_sh, mid, instructions).to(DTYPE)
+    for name in ("kernel_0", "kernel_1", "expand_0"):
+        assert getattr(ours, name).dtype == DTYPE
+        assert torch.equal(getattr(ours, name), getattr(exact, name))
+    assert (ours.kernel_1.float().double() != ours.kernel_1).any()  # float32 would have rounded them
+
+
+def test_channelwise_product_rejects_what_it_cannot_fuse():
+    with pytest.raises(ValueError, match="multiplicity 1"):
+        ChannelwiseTensorProduct("2x1o", "2x1o", "2x0e", [(0, 0, 0, "uvu", True)])
+    with pytest.raises(ValueError, match="uvu"):
+        ChannelwiseTensorProduct("2x1o", "1x1o", "2x0e", [(0, 0, 0, "uvw", True)])
+
+
 # --------------------------------------------------------------------------- NequIP's equations by hand
 
 
@@ -133,6 +205,7 @@ def test_one_convolution_is_nequips_equation_by_hand():
     got = conv(x, node_attr, edge_index, *embedding(edge_vec))
 
     sh = o3.SphericalHarmonics(embedding.irreps_sh, normalize=True, normalization="component")
+    e3nn_tp = conv.tp.reference(DTYPE)  # e3nn's own TensorProduct with the conv's instructions
     expected = []
     for i in range(5):
         total = torch.zeros(conv.irreps_mid.dim, dtype=DTYPE)
@@ -147,7 +220,7 @@ def test_one_convolution_is_nequips_equation_by_hand():
             bessel = math.sqrt(2 / 4.5) * torch.sin(embedding.bessel.frequencies * u) / d * envelope
             assert torch.allclose(embedding.bessel.frequencies, n * math.pi)
             weights = conv.radial(bessel.unsqueeze(0))
-            total = total + conv.tp(conv.linear_1(x[j : j + 1]), sh(r.unsqueeze(0)), weights)[0]
+            total = total + e3nn_tp(conv.linear_1(x[j : j + 1]), sh(r.unsqueeze(0)), weights)[0]
         out = conv.linear_2((total / 4.0).unsqueeze(0)) + conv.self_connection(x[i : i + 1], node_attr[i : i + 1])
         expected.append(out[0])
     assert torch.allclose(got, torch.stack(expected), atol=1e-12)
@@ -160,7 +233,7 @@ def test_uvu_path_is_a_clebsch_gordan_product_channel_by_channel():
     is the Levi-Civita symbol / √6); channel u must only see channel u.
     """
     embedding, conv, _ = block(1, parity=True, irreps_in="2x1o")
-    tp = conv.tp
+    tp = conv.tp.reference(DTYPE)
     path = [k for k, ins in enumerate(tp.instructions) if tp.irreps_out[ins.i_out].ir == o3.Irrep("1e")]
     assert len(path) == 1
     weights = torch.zeros(1, tp.weight_numel, dtype=DTYPE)
