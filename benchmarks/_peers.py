@@ -89,15 +89,47 @@ def allocator_settings() -> dict:
     return {name: value for name, value in os.environ.items() if name.startswith("MALLOC_") or name == "LD_PRELOAD"}
 
 
-def qm9_batch(root: str, size: int, seed: int):
-    from torch_geometric.data import Batch
+def qm9_batch(args):
+    """``args.batch_size`` QM9 molecules drawn with ``args.seed`` (or read from ``--molecules``), as one Batch.
 
-    from geognn.data import QM9
+    ``--save-molecules FILE`` writes the drawn molecules (atomic numbers and
+    positions) so that a machine without the QM9 source (qm9pack) can run on
+    the same batch with ``--molecules FILE``.
+    """
+    from torch_geometric.data import Batch, Data
 
-    qm9 = QM9(root, target="U0")
-    generator = torch.Generator().manual_seed(seed)
-    picked = torch.randperm(len(qm9), generator=generator)[:size].tolist()
-    return Batch.from_data_list([qm9[i] for i in picked])
+    if args.molecules:
+        stored = torch.load(args.molecules, weights_only=True)
+        data = [Data(z=z, pos=pos) for z, pos in zip(stored["z"], stored["pos"])][: args.batch_size]
+    else:
+        from geognn.data import QM9
+
+        qm9 = QM9(args.qm9_root, target="U0")
+        generator = torch.Generator().manual_seed(args.seed)
+        picked = torch.randperm(len(qm9), generator=generator)[: args.batch_size].tolist()
+        data = [Data(z=qm9[i].z, pos=qm9[i].pos) for i in picked]
+    if args.save_molecules:
+        torch.save({"z": [d.z.clone() for d in data], "pos": [d.pos.clone() for d in data]}, args.save_molecules)
+    return Batch.from_data_list(data)
+
+
+def report(result: dict, args, peer: str, peer_label: str, modes) -> None:
+    """Print the timing table (``modes``: (key, label) pairs) and peak memory; write ``--json`` if asked."""
+    times, allocator = result["times_s"], result["allocator"]
+    print(f"{result['device']}; torch {result['torch']}; {args.batch_size} QM9 molecules "
+          f"({result['atoms']} atoms, {result['edges']} edges); float32; medians of {args.rounds} interleaved rounds")
+    print("allocator settings: " + (" ".join(f"{k}={v}" for k, v in sorted(allocator.items())) or "defaults"))
+    if "parameters" in result:
+        print(f"parameters: {peer_label} {result['parameters'][peer]:,}, geognn {result['parameters']['geognn']:,}")
+    print(f"{'':<24}{peer_label:>10}{'geognn':>10}{'speed-up':>10}")
+    for mode, label in modes:
+        row = times[mode]
+        print(f"{label:<24}{row[peer] * 1e3:>8.0f}ms{row['geognn'] * 1e3:>8.0f}ms{row['speedup']:>9.2f}x")
+    peak = result["peak_train_step_bytes"]
+    print(f"{'peak memory, train step':<24}{peak[peer] / 2**20:>8.0f}MB{peak['geognn'] / 2**20:>8.0f}MB"
+          f"{peak[peer] / peak['geognn']:>9.2f}x less")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 def parse_arguments(doc: str, peer: str) -> argparse.Namespace:
@@ -110,6 +142,8 @@ def parse_arguments(doc: str, peer: str) -> argparse.Namespace:
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--qm9-root", default="data/qm9")
+    parser.add_argument("--molecules", help="read the molecules from this file (written by --save-molecules)")
+    parser.add_argument("--save-molecules", help="write the drawn molecules here")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--memory-child", choices=[peer, "geognn"], help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -35,11 +35,10 @@ force:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 from _peers import (allocator_settings, hardware, interleaved_medians, measure_memory, parse_arguments,
-                    peak_train_step_bytes, qm9_batch)
+                    peak_train_step_bytes, qm9_batch, report)
 
 PAPER = dict(hidden_channels=128, out_channels=1, num_blocks=4, int_emb_size=64, basis_emb_size=8,
              out_emb_channels=256, num_spherical=7, num_radial=6, cutoff=5.0)
@@ -102,7 +101,7 @@ class Runner:
 
 def setup(args):
     device = torch.device(args.device)
-    batch = qm9_batch(args.qm9_root, args.batch_size, args.seed).to(device)
+    batch = qm9_batch(args).to(device)
     pyg, ours = build_models(args.seed)
     pyg, ours = pyg.to(device), ours.to(device)
     generator = torch.Generator().manual_seed(1)
@@ -144,22 +143,10 @@ def main() -> None:
     allocator = allocator_settings()
     result.update(device=hardware(torch.device(args.device)), torch=torch.__version__,
                   batch_size=args.batch_size, rounds=args.rounds, dtype="float32", allocator=allocator)
-    times = result["times_s"]
-    print(f"{result['device']}; torch {result['torch']}; {args.batch_size} QM9 molecules "
-          f"({result['atoms']} atoms, {result['edges']} edges); float32; medians of {args.rounds} interleaved rounds")
-    print("allocator settings: " + (" ".join(f"{k}={v}" for k, v in sorted(allocator.items())) or "defaults"))
-    print(f"{'':<24}{'PyG':>10}{'geognn':>10}{'speed-up':>10}")
-    for mode, label in (("train_step", "train step (E + F)"), ("inference", "energy + forces"),
-                        ("energy_only", "energy only")):
-        row = times[mode]
-        print(f"{label:<24}{row['pyg'] * 1e3:>8.0f}ms{row['geognn'] * 1e3:>8.0f}ms{row['speedup']:>9.2f}x")
-    peak = result["peak_train_step_bytes"]
-    print(f"{'peak memory, train step':<24}{peak['pyg'] / 2**20:>8.0f}MB{peak['geognn'] / 2**20:>8.0f}MB"
-          f"{peak['pyg'] / peak['geognn']:>9.2f}x less")
+    report(result, args, "pyg", "PyG", (("train_step", "train step (E + F)"), ("inference", "energy + forces"),
+                                         ("energy_only", "energy only")))
     print(f"agreement (relative, float32): energy {result['agreement']['energy']:.1e}, "
           f"forces {result['agreement']['forces']:.1e}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,17 +20,20 @@ nequip is not a geognn dependency; install it beside geognn to run this:
     pip install "nequip==0.19.*"          # keeps torch 2.13 and e3nn 0.6
     python benchmarks/nequip_vs_peers.py
     python benchmarks/nequip_vs_peers.py --device cuda --rounds 30
+
+On a machine without the QM9 source, ``--save-molecules FILE`` here and
+``--molecules FILE`` there run the same molecules (``--batch-size`` up to
+the number saved).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import torch
 from _peers import (allocator_settings, hardware, interleaved_medians, measure_memory, parse_arguments,
-                    peak_train_step_bytes, qm9_batch)
+                    peak_train_step_bytes, qm9_batch, report)
 
 SPECIES = (1, 6, 7, 8, 9)
 SIZE = dict(l_max=2, num_features=32, num_layers=4, cutoff=5.0, avg_num_neighbors=15.0)
@@ -92,7 +95,7 @@ class Runner:
 
 def setup(args):
     device = torch.device(args.device)
-    batch = qm9_batch(args.qm9_root, args.batch_size, args.seed).to(device)
+    batch = qm9_batch(args).to(device)
     theirs, ours = build_models(device)
     edge_index = ours.build_graph(batch.pos, batch.batch, batch.num_graphs).edge_index
     generator = torch.Generator().manual_seed(1)
@@ -121,19 +124,7 @@ def main() -> None:
         "device": hardware(device), "torch": torch.__version__, "batch_size": args.batch_size,
         "rounds": args.rounds, "dtype": "float32", "allocator": allocator_settings(),
     }
-    print(f"{result['device']}; torch {result['torch']}; {args.batch_size} QM9 molecules ({result['atoms']} atoms, "
-          f"{result['edges']} edges); float32; medians of {args.rounds} interleaved rounds")
-    print("allocator settings: " + (" ".join(f"{k}={v}" for k, v in sorted(result["allocator"].items())) or "defaults"))
-    print(f"parameters: nequip {counts['nequip']:,}, geognn {counts['geognn']:,}")
-    print(f"{'':<24}{'nequip':>10}{'geognn':>10}{'speed-up':>10}")
-    for mode, label in (("train_step", "train step (E + F)"), ("inference", "energy + forces")):
-        row = times[mode]
-        print(f"{label:<24}{row['nequip'] * 1e3:>8.0f}ms{row['geognn'] * 1e3:>8.0f}ms{row['speedup']:>9.2f}x")
-    peak = result["peak_train_step_bytes"]
-    print(f"{'peak memory, train step':<24}{peak['nequip'] / 2**20:>8.0f}MB{peak['geognn'] / 2**20:>8.0f}MB"
-          f"{peak['nequip'] / peak['geognn']:>9.2f}x less")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    report(result, args, "nequip", "nequip", (("train_step", "train step (E + F)"), ("inference", "energy + forces")))
 
 
 if __name__ == "__main__":

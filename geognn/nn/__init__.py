@@ -22,11 +22,14 @@ from geognn.nn.radial import (
     GaussianBasis,
     PolynomialEnvelope,
 )
-from geognn.nn.tensor_product import SphericalEdgeEmbedding, TensorProductConv, species_one_hot
+from geognn.nn.tensor_product import (ChannelwiseTensorProduct, SphericalEdgeEmbedding, TensorProductConv,
+                                      species_one_hot, uvu_instructions)
 
 __all__ = [
     "EGNNLayer",
     "TensorProductConv",
+    "ChannelwiseTensorProduct",
+    "uvu_instructions",
     "SphericalEdgeEmbedding",
     "EquivariantGate",
     "species_one_hot",

@@ -104,8 +104,10 @@ class ErrorStats:
         for row, name in enumerate(self.quantities):
             if name in errors:
                 error = errors[name].detach().to(torch.float64)
+                if self.totals.device != error.device:  # sums stay on the GPU: no synchronisation per step
+                    self.totals = self.totals.to(error.device)
                 self.totals[row] += torch.stack([error.abs().sum(), error.square().sum(),
-                                                 torch.tensor(float(error.numel()), dtype=torch.float64)])
+                                                 error.new_tensor(float(error.numel()))])
 
     def all_reduce(self) -> None:
         import torch.distributed as dist

@@ -86,3 +86,20 @@ class TestNequIPOneHotSelfConnection(ModelTestMixin):
 
     model_name = "nequip"
     model_kwargs = {**SMALL, "l_max": 1, "node_attr": "one_hot", "resnet": True}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_in_float64_and_float32():
+    """The same model and molecules on CUDA: energies and forces equal the CPU's (float64 to 1e-10)."""
+    from geognn.testing import molecules, to_batch
+
+    torch.manual_seed(0)
+    model = build_model("nequip", **{**SMALL, "l_max": 2})
+    for dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        results = []
+        for device in ("cpu", "cuda"):
+            batch = to_batch(molecules()[:4], dtype=dtype).to(device)
+            out = model.to(device=device, dtype=dtype).eval()(batch, compute_forces=True)
+            results.append((out[keys.ENERGY].cpu(), out[keys.FORCES].cpu()))
+        for got, expected in zip(results[1], results[0]):
+            assert (got - expected).abs().max() <= tolerance * max(1.0, float(expected.abs().max()))

@@ -185,6 +185,10 @@ def test_channelwise_product_rejects_what_it_cannot_fuse():
         ChannelwiseTensorProduct("2x1o", "2x1o", "2x0e", [(0, 0, 0, "uvu", True)])
     with pytest.raises(ValueError, match="uvu"):
         ChannelwiseTensorProduct("2x1o", "1x1o", "2x0e", [(0, 0, 0, "uvw", True)])
+    with pytest.raises(ValueError, match="exactly one instruction"):  # two paths summed into one block
+        ChannelwiseTensorProduct("2x1o + 2x1o", "1x1o", "2x0e", [(0, 0, 0, "uvu", True), (1, 0, 0, "uvu", True)])
+    with pytest.raises(ValueError, match="exactly one instruction"):  # an output block no path reaches
+        ChannelwiseTensorProduct("2x1o", "1x1o", "2x0e + 2x1e", [(0, 0, 0, "uvu", True)])
 
 
 # --------------------------------------------------------------------------- NequIP's equations by hand

@@ -1,6 +1,7 @@
 """Recipes parse into dataclasses; every bad key or value is named."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -90,3 +91,14 @@ def test_every_section_field_has_a_default():
         value = getattr(config, section.name)
         if dataclasses.is_dataclass(value):
             assert type(value)() == value
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_parse_and_build_their_model(path):
+    """Every recipe in train/ is a valid TrainConfig whose model options build the model (a typo fails here)."""
+    from geognn.models import build_model
+
+    config = load_config(path)
+    options = {key: (15.0 if value == "auto" else value) for key, value in config.model.options.items()}
+    model = build_model(config.model.name, **options)
+    assert sum(p.numel() for p in model.parameters()) > 0

@@ -122,6 +122,19 @@ def test_error_stats_match_numpy():
     assert format_metrics({"energy_mae": 0.5}, unit="D") == "energy MAE 0.5 D"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_error_stats_on_cuda_equal_cpu():
+    g = torch.Generator().manual_seed(2)
+    batches = [_errors(g, n, 3 * n) for n in (3, 7)]
+    results = []
+    for device in ("cpu", "cuda"):
+        stats = ErrorStats()
+        for errors in batches:
+            stats.update({name: error.to(device) for name, error in errors.items()})
+        results.append(stats.result())
+    assert results[1] == pytest.approx(results[0], rel=1e-12)
+
+
 # ---------------------------------------------------------------- schedule and EMA
 
 
