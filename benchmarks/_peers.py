@@ -132,6 +132,59 @@ def report(result: dict, args, peer: str, peer_label: str, modes) -> None:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
 
+class PeerRunner:
+    """One model's measured calls on one batch: subclasses give ``energy_and_forces()``."""
+
+    def __init__(self, name, model, batch, targets):
+        self.name, self.model, self.batch = name, model, batch
+        self.energy_target, self.force_target = targets
+
+    def energy_and_forces(self):
+        out = self.model(self.batch, compute_forces=True)  # a geognn model
+        return out["energy"], out["forces"]
+
+    def train_step(self):
+        self.model.train()
+        self.model.zero_grad(set_to_none=True)
+        energy, forces = self.energy_and_forces()
+        loss = (energy - self.energy_target).pow(2).mean() + (forces - self.force_target).pow(2).mean()
+        loss.backward()
+
+    def inference(self):
+        self.model.eval()
+        energy, forces = self.energy_and_forces()
+        return energy.detach(), forces.detach()
+
+
+def random_targets(batch, device):
+    """Energy [B] and force [N, 3] targets for the loss of a train step (seeded)."""
+    generator = torch.Generator().manual_seed(1)
+    return (torch.randn(batch.num_graphs, generator=generator).to(device),
+            torch.randn(batch.num_nodes, 3, generator=generator).to(device))
+
+
+def run_peer_benchmark(doc: str, script: str, peer: str, setup, modes) -> None:
+    """The whole peer comparison: ``setup(args) -> (device, batch, num_edges, runners)`` with runners
+    ``{peer: ..., "geognn": ...}`` having ``model`` and one method per mode; ``modes`` are (method, label)."""
+    args = parse_arguments(doc, peer)
+    if args.memory_child:
+        device, _, _, runners = setup(args)
+        print(json.dumps({"peak_bytes": peak_train_step_bytes(runners[args.memory_child], device)}))
+        return
+    device, batch, num_edges, runners = setup(args)
+    counts = {name: sum(p.numel() for p in runner.model.parameters()) for name, runner in runners.items()}
+    if counts[peer] != counts["geognn"]:
+        print(f"warning: parameter counts differ: {counts}")
+    times = interleaved_medians(runners, [mode for mode, _ in modes], args.warmup, args.rounds, device)
+    result = {
+        "times_s": times, "parameters": counts, "atoms": int(batch.num_nodes), "edges": int(num_edges),
+        "peak_train_step_bytes": measure_memory(script, (peer, "geognn"), args.memory_repeats),
+        "device": hardware(device), "torch": torch.__version__, "batch_size": args.batch_size,
+        "rounds": args.rounds, "dtype": "float32", "allocator": allocator_settings(),
+    }
+    report(result, args, peer, peer_label=peer if peer != "pyg" else "PyG", modes=modes)
+
+
 def parse_arguments(doc: str, peer: str) -> argparse.Namespace:
     """The options every peer benchmark takes (``--memory-child`` is internal: one model's peak in a fresh process)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])

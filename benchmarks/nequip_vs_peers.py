@@ -28,12 +28,10 @@ the number saved).
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import torch
-from _peers import (allocator_settings, hardware, interleaved_medians, measure_memory, parse_arguments,
-                    peak_train_step_bytes, qm9_batch, report)
+from _peers import PeerRunner, qm9_batch, random_targets, run_peer_benchmark
 
 SPECIES = (1, 6, 7, 8, 9)
 SIZE = dict(l_max=2, num_features=32, num_layers=4, cutoff=5.0, avg_num_neighbors=15.0)
@@ -60,12 +58,11 @@ def build_models(device):
     return theirs.to(device), ours.float().to(device)
 
 
-class Runner:
-    """One model's measured calls on one batch."""
+class NequIPRunner(PeerRunner):
+    """nequip's model on the batch, with geognn's edges."""
 
-    def __init__(self, name, model, batch, edge_index, targets):
-        self.name, self.model, self.batch, self.edge_index = name, model, batch, edge_index
-        self.energy_target, self.force_target = targets
+    def __init__(self, model, batch, edge_index, targets):
+        super().__init__("nequip", model, batch, targets)
         types = torch.full((max(SPECIES) + 1,), -1, dtype=torch.long, device=batch.z.device)
         types[list(SPECIES)] = torch.arange(len(SPECIES), device=batch.z.device)
         self.nequip_input = {
@@ -74,23 +71,8 @@ class Runner:
         }
 
     def energy_and_forces(self):
-        if self.name == "nequip":
-            out = self.model(dict(self.nequip_input))
-            return out["total_energy"].squeeze(-1), out["forces"]
-        out = self.model(self.batch, compute_forces=True)
-        return out["energy"], out["forces"]
-
-    def train_step(self):
-        self.model.train()
-        self.model.zero_grad(set_to_none=True)
-        energy, forces = self.energy_and_forces()
-        loss = (energy - self.energy_target).pow(2).mean() + (forces - self.force_target).pow(2).mean()
-        loss.backward()
-
-    def inference(self):
-        self.model.eval()
-        energy, forces = self.energy_and_forces()
-        return energy.detach(), forces.detach()
+        out = self.model(dict(self.nequip_input))
+        return out["total_energy"].squeeze(-1), out["forces"]
 
 
 def setup(args):
@@ -98,33 +80,15 @@ def setup(args):
     batch = qm9_batch(args).to(device)
     theirs, ours = build_models(device)
     edge_index = ours.build_graph(batch.pos, batch.batch, batch.num_graphs).edge_index
-    generator = torch.Generator().manual_seed(1)
-    targets = (torch.randn(batch.num_graphs, generator=generator).to(device),
-               torch.randn(batch.num_nodes, 3, generator=generator).to(device))
-    runners = {"nequip": Runner("nequip", theirs, batch, edge_index, targets),
-               "geognn": Runner("geognn", ours, batch, edge_index, targets)}
-    return device, batch, edge_index, runners
+    targets = random_targets(batch, device)
+    runners = {"nequip": NequIPRunner(theirs, batch, edge_index, targets),
+               "geognn": PeerRunner("geognn", ours, batch, targets)}
+    return device, batch, edge_index.shape[1], runners
 
 
 def main() -> None:
-    args = parse_arguments(__doc__, "nequip")
-    if args.memory_child:
-        device, _, _, runners = setup(args)
-        print(json.dumps({"peak_bytes": peak_train_step_bytes(runners[args.memory_child], device)}))
-        return
-
-    device, batch, edge_index, runners = setup(args)
-    counts = {name: sum(p.numel() for p in runner.model.parameters()) for name, runner in runners.items()}
-    if counts["nequip"] != counts["geognn"]:
-        print(f"warning: parameter counts differ: {counts}")
-    times = interleaved_medians(runners, ("train_step", "inference"), args.warmup, args.rounds, device)
-    result = {
-        "times_s": times, "parameters": counts, "atoms": int(batch.num_nodes), "edges": int(edge_index.shape[1]),
-        "peak_train_step_bytes": measure_memory(__file__, ("nequip", "geognn"), args.memory_repeats),
-        "device": hardware(device), "torch": torch.__version__, "batch_size": args.batch_size,
-        "rounds": args.rounds, "dtype": "float32", "allocator": allocator_settings(),
-    }
-    report(result, args, "nequip", "nequip", (("train_step", "train step (E + F)"), ("inference", "energy + forces")))
+    run_peer_benchmark(__doc__, __file__, "nequip", setup,
+                       (("train_step", "train step (E + F)"), ("inference", "energy + forces")))
 
 
 if __name__ == "__main__":

@@ -313,12 +313,16 @@ def check_stress_finite_differences(model, atoms, step: float = 1e-5, atol: floa
     _assert_close(stress, numerical, atol, "stress vs finite differences")
 
 
-def check_cutoff_smoothness(model, delta: float = 1e-6, atol: float = 1e-8) -> None:
+def check_cutoff_smoothness(model, delta: float = 1e-7, atol: float = 1e-8) -> None:
     """Energy and forces are continuous as an atom crosses the cutoff.
 
     A carbon atom approaches the O of a water molecule along the side away
     from the H atoms; at distances cutoff ± delta only the C-O pair changes
-    from outside to inside the cutoff.
+    from outside to inside the cutoff. A jump stays whatever ``delta`` is;
+    a continuous force still changes by about 2·delta·∂F/∂r, which is not zero
+    for envelopes whose second derivative is not zero at the cutoff
+    (SchNet's cosine), hence a delta small enough for that slope to stay
+    below ``atol``.
     """
     from ase import Atoms
     from ase.build import molecule

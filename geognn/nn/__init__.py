@@ -22,11 +22,13 @@ from geognn.nn.radial import (
     GaussianBasis,
     PolynomialEnvelope,
 )
+from geognn.nn.schnet import SchNetInteraction
 from geognn.nn.tensor_product import (ChannelwiseTensorProduct, SphericalEdgeEmbedding, TensorProductConv,
                                       species_one_hot, uvu_instructions)
 
 __all__ = [
     "EGNNLayer",
+    "SchNetInteraction",
     "TensorProductConv",
     "ChannelwiseTensorProduct",
     "uvu_instructions",

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
+
+
+class ShiftedSoftplus(nn.Module):
+    """``softplus(x) - log(2)``: zero at zero, SchNet's activation."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.softplus(x) - math.log(2.0)
+
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
@@ -10,6 +20,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "tanh": nn.Tanh,
     "softplus": nn.Softplus,
+    "ssp": ShiftedSoftplus,
 }
 
 
