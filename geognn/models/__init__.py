@@ -11,11 +11,12 @@ from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint, sav
 from geognn.models.dimenet import DimeNet, DimeNetConfig, DimeNetPP, DimeNetPPConfig
 from geognn.models.egnn import EGNN, EGNNConfig
 from geognn.models.nequip import NequIP, NequIPConfig
+from geognn.models.painn import PaiNN, PaiNNConfig
 from geognn.models.schnet import SchNet, SchNetConfig
 from geognn.nn.mlp import lookup
 
 MODELS: dict[str, type[EnergyModel]] = {"egnn": EGNN, "dimenet": DimeNet, "dimenet++": DimeNetPP, "nequip": NequIP,
-                                     "schnet": SchNet}
+                                     "schnet": SchNet, "painn": PaiNN}
 
 
 def build_model(name: str, **kwargs) -> EnergyModel:
@@ -24,5 +25,5 @@ def build_model(name: str, **kwargs) -> EnergyModel:
 
 
 __all__ = ["MODELS", "build_model", "EnergyModel", "EnergyModelConfig", "AtomGraph", "EGNN", "EGNNConfig",
-           "DimeNet", "DimeNetConfig", "DimeNetPP", "DimeNetPPConfig", "NequIP", "NequIPConfig", "SchNet", "SchNetConfig",
+           "DimeNet", "DimeNetConfig", "DimeNetPP", "DimeNetPPConfig", "NequIP", "NequIPConfig", "SchNet", "SchNetConfig", "PaiNN", "PaiNNConfig",
            "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]

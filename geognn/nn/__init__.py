@@ -22,6 +22,7 @@ from geognn.nn.radial import (
     GaussianBasis,
     PolynomialEnvelope,
 )
+from geognn.nn.painn import PaiNNMessage, PaiNNUpdate
 from geognn.nn.schnet import SchNetInteraction
 from geognn.nn.tensor_product import (ChannelwiseTensorProduct, SphericalEdgeEmbedding, TensorProductConv,
                                       species_one_hot, uvu_instructions)
@@ -29,6 +30,8 @@ from geognn.nn.tensor_product import (ChannelwiseTensorProduct, SphericalEdgeEmb
 __all__ = [
     "EGNNLayer",
     "SchNetInteraction",
+    "PaiNNMessage",
+    "PaiNNUpdate",
     "TensorProductConv",
     "ChannelwiseTensorProduct",
     "uvu_instructions",

@@ -62,6 +62,6 @@ def test_foreign_and_incomplete_files_are_named(tmp_path):
         save_checkpoint({"format_version": 1}, tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError, match="without best.pt or last.pt"):
         load_checkpoint(tmp_path)
-    unknown = _checkpoint(model) | {"model_name": "painn"}
-    with pytest.raises(ValueError, match="model 'painn' is not one of"):
+    unknown = _checkpoint(model) | {"model_name": "paiin"}
+    with pytest.raises(ValueError, match="model 'paiin' is not one of"):
         model_from_checkpoint(unknown)
