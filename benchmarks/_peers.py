@@ -128,20 +128,26 @@ def report(result: dict, args, peer: str, peer_label: str, modes) -> None:
     peak = result["peak_train_step_bytes"]
     print(f"{'peak memory, train step':<24}{peak[peer] / 2**20:>8.0f}MB{peak['geognn'] / 2**20:>8.0f}MB"
           f"{peak[peer] / peak['geognn']:>9.2f}x less")
+    if "agreement" in result:
+        print(f"agreement (relative, float32): energy {result['agreement']['energy']:.1e}, "
+              f"forces {result['agreement']['forces']:.1e}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 class PeerRunner:
-    """One model's measured calls on one batch: subclasses give ``energy_and_forces()``."""
+    """One geognn model's measured calls on one batch; `PyGRunner` and peers override the model calls."""
 
     def __init__(self, name, model, batch, targets):
         self.name, self.model, self.batch = name, model, batch
         self.energy_target, self.force_target = targets
 
     def energy_and_forces(self):
-        out = self.model(self.batch, compute_forces=True)  # a geognn model
+        out = self.model(self.batch, compute_forces=True)
         return out["energy"], out["forces"]
+
+    def energy(self):
+        return self.model(self.batch)["energy"]
 
     def train_step(self):
         self.model.train()
@@ -155,6 +161,34 @@ class PeerRunner:
         energy, forces = self.energy_and_forces()
         return energy.detach(), forces.detach()
 
+    def energy_only(self):
+        self.model.eval()
+        with torch.no_grad():
+            return self.energy()
+
+
+class PyGRunner(PeerRunner):
+    """A PyG model called as ``model(z, pos, batch)``; forces by autograd (with a graph when training)."""
+
+    def energy_and_forces(self):
+        pos = self.batch.pos.detach().requires_grad_(True)
+        energy = self.model(self.batch.z, pos, self.batch.batch).squeeze(-1)
+        forces = -torch.autograd.grad(energy.sum(), pos, create_graph=self.model.training)[0]
+        return energy, forces
+
+    def energy(self):
+        return self.model(self.batch.z, self.batch.pos, self.batch.batch)
+
+
+def check_same_outputs(runners: dict, peer: str) -> dict:
+    """Relative energy and force differences of the two models; stops if they compute different functions."""
+    (e_peer, f_peer), (e_ours, f_ours) = runners[peer].inference(), runners["geognn"].inference()
+    errors = {"energy": float((e_peer - e_ours).abs().max() / e_peer.abs().max()),
+              "forces": float((f_peer - f_ours).abs().max() / f_peer.abs().max())}
+    if max(errors.values()) > 1e-4:
+        raise SystemExit(f"the two models disagree (relative errors {errors}); not timing different functions")
+    return errors
+
 
 def random_targets(batch, device):
     """Energy [B] and force [N, 3] targets for the loss of a train step (seeded)."""
@@ -163,9 +197,10 @@ def random_targets(batch, device):
             torch.randn(batch.num_nodes, 3, generator=generator).to(device))
 
 
-def run_peer_benchmark(doc: str, script: str, peer: str, setup, modes) -> None:
+def run_peer_benchmark(doc: str, script: str, peer: str, setup, modes, same_weights: bool = False) -> None:
     """The whole peer comparison: ``setup(args) -> (device, batch, num_edges, runners)`` with runners
-    ``{peer: ..., "geognn": ...}`` having ``model`` and one method per mode; ``modes`` are (method, label)."""
+    ``{peer: ..., "geognn": ...}`` having ``model`` and one method per mode; ``modes`` are (method, label).
+    ``same_weights``: the two models compute one function; checked (and reported) before timing."""
     args = parse_arguments(doc, peer)
     if args.memory_child:
         device, _, _, runners = setup(args)
@@ -175,6 +210,7 @@ def run_peer_benchmark(doc: str, script: str, peer: str, setup, modes) -> None:
     counts = {name: sum(p.numel() for p in runner.model.parameters()) for name, runner in runners.items()}
     if counts[peer] != counts["geognn"]:
         print(f"warning: parameter counts differ: {counts}")
+    agreement = check_same_outputs(runners, peer) if same_weights else None
     times = interleaved_medians(runners, [mode for mode, _ in modes], args.warmup, args.rounds, device)
     result = {
         "times_s": times, "parameters": counts, "atoms": int(batch.num_nodes), "edges": int(num_edges),
@@ -182,6 +218,8 @@ def run_peer_benchmark(doc: str, script: str, peer: str, setup, modes) -> None:
         "device": hardware(device), "torch": torch.__version__, "batch_size": args.batch_size,
         "rounds": args.rounds, "dtype": "float32", "allocator": allocator_settings(),
     }
+    if agreement is not None:
+        result["agreement"] = agreement
     report(result, args, peer, peer_label=peer if peer != "pyg" else "PyG", modes=modes)
 
 

@@ -8,7 +8,8 @@ train step (forces with ``create_graph=True``, backward of an MSE loss) and
 inference (energies and forces). PyG's radius search goes through pyg-lib,
 which is not on PyPI: PyG's model gets geognn's edges and computes the
 distances from the positions itself; geognn builds its graph inside the timed
-step. Peak memory of one train step in fresh processes.
+step. The two must give the same energies and forces before anything is
+timed. Peak memory of one train step in fresh processes.
 
     python benchmarks/schnet_vs_pyg.py
     python benchmarks/schnet_vs_pyg.py --device cuda --rounds 30
@@ -17,7 +18,7 @@ step. Peak memory of one train step in fresh processes.
 from __future__ import annotations
 
 import torch
-from _peers import PeerRunner, qm9_batch, random_targets, run_peer_benchmark
+from _peers import PeerRunner, PyGRunner, qm9_batch, random_targets, run_peer_benchmark
 
 
 class FixedEdges(torch.nn.Module):
@@ -32,20 +33,6 @@ class FixedEdges(torch.nn.Module):
         return self.edge_index, (pos[row] - pos[col]).norm(dim=-1)
 
 
-class PyGRunner(PeerRunner):
-    """PyG's SchNet with fixed edges; distances (and so forces) from the positions."""
-
-    def __init__(self, model, batch, edge_index, targets):
-        super().__init__("pyg", model, batch, targets)
-        model.interaction_graph = FixedEdges(edge_index)
-
-    def energy_and_forces(self):
-        pos = self.batch.pos.detach().requires_grad_(True)
-        energy = self.model(self.batch.z, pos, self.batch.batch).squeeze(-1)
-        forces = -torch.autograd.grad(energy.sum(), pos, create_graph=self.model.training)[0]
-        return energy, forces
-
-
 def setup(args):
     from torch_geometric.nn.models import SchNet as PyGSchNet
 
@@ -58,14 +45,15 @@ def setup(args):
     ours = SchNet.from_pyg(theirs)
     theirs, ours = theirs.to(device), ours.to(device)
     edge_index = ours.build_graph(batch.pos, batch.batch, batch.num_graphs).edge_index
+    theirs.interaction_graph = FixedEdges(edge_index)  # distances (and so forces) still from the positions
     targets = random_targets(batch, device)
-    runners = {"pyg": PyGRunner(theirs, batch, edge_index, targets), "geognn": PeerRunner("geognn", ours, batch, targets)}
+    runners = {"pyg": PyGRunner("pyg", theirs, batch, targets), "geognn": PeerRunner("geognn", ours, batch, targets)}
     return device, batch, edge_index.shape[1], runners
 
 
 def main() -> None:
     run_peer_benchmark(__doc__, __file__, "pyg", setup,
-                       (("train_step", "train step (E + F)"), ("inference", "energy + forces")))
+                       (("train_step", "train step (E + F)"), ("inference", "energy + forces")), same_weights=True)
 
 
 if __name__ == "__main__":

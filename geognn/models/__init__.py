@@ -25,5 +25,6 @@ def build_model(name: str, **kwargs) -> EnergyModel:
 
 
 __all__ = ["MODELS", "build_model", "EnergyModel", "EnergyModelConfig", "AtomGraph", "EGNN", "EGNNConfig",
-           "DimeNet", "DimeNetConfig", "DimeNetPP", "DimeNetPPConfig", "NequIP", "NequIPConfig", "SchNet", "SchNetConfig", "PaiNN", "PaiNNConfig",
+           "DimeNet", "DimeNetConfig", "DimeNetPP", "DimeNetPPConfig", "NequIP", "NequIPConfig",
+           "SchNet", "SchNetConfig", "PaiNN", "PaiNNConfig",
            "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]

@@ -58,8 +58,8 @@ class PaiNNMessage(ScalarVectorMessagePassing):
         if h.shape[-1] != self.channels or v.shape[1:] != (self.channels, 3) or edge_radial.shape[-1] != self.num_radial:
             raise ValueError(f"expected h [N, {self.channels}], v [N, {self.channels}, 3] and edge_radial "
                              f"[E, {self.num_radial}], got {list(h.shape)}, {list(v.shape)}, {list(edge_radial.shape)}")
-        return self.propagate(edge_index, phi=self.phi(h), v=v, weights=self.filter(edge_radial) * edge_cutoff.unsqueeze(-1),
-                              unit=edge_unit,
+        weights = self.filter(edge_radial) * edge_cutoff.unsqueeze(-1)  # [E, 3F]
+        return self.propagate(edge_index, phi=self.phi(h), v=v, weights=weights, unit=edge_unit,
                               size=(h.shape[0], h.shape[0]))
 
     def message(self, phi_j: Tensor, v_j: Tensor, weights: Tensor, unit: Tensor) -> tuple[Tensor, Tensor]:

@@ -130,14 +130,14 @@ class ChannelwiseTensorProduct(nn.Module):
                              f"(got outputs {targets} for {len(self.irreps_out)} irreps); see uvu_instructions")
         reference = self.reference(torch.float64)
         self.weight_numel = reference.weight_numel
-        kernels = _path_kernels(reference)  # per instruction: K_p [d1, d2, d3], float64
-        weight_start = [0]
+        weight_start = [0]  # first weight column of each instruction (and the end)
         for ins in reference.instructions:
             weight_start.append(weight_start[-1] + ins.path_shape[0])
+        kernels = _path_kernels(reference, weight_start)  # per instruction: K_p [d1, d2, d3], float64
         out_start = [s.start for s in self.irreps_out.slices()]
         in2_start = [s.start for s in self.irreps_in2.slices()]
         self._split = [mul_ir.dim for mul_ir in self.irreps_in1]
-        self._groups = []  # (input irrep, mul, d1, paths, columns)
+        self._groups = []  # per input irrep: (kernel buffer, expand buffer, mul, d1, paths, columns)
         self._masters = {}  # float64 constants; buffers are re-made from these when the dtype changes
         gather = torch.empty(self.irreps_out.dim, dtype=torch.long)  # e3nn output column <- flat parts column
         offset, weight_order = 0, []  # weight_order: e3nn's weight columns regrouped as [group][u][path]
@@ -161,7 +161,7 @@ class ChannelwiseTensorProduct(nn.Module):
             self._masters[f"kernel_{g}"] = kernel.transpose(0, 1).reshape(self.irreps_in2.dim, ir.dim * columns)
             self._masters[f"expand_{g}"] = expand
             weight_order.append(weight_index.flatten())
-            self._groups.append((g, mul, ir.dim, len(paths), columns))
+            self._groups.append((f"kernel_{g}", f"expand_{g}", mul, ir.dim, len(paths), columns))
             offset += mul * columns
         self.register_buffer("gather", gather, persistent=False)
         self.register_buffer("weight_order", torch.cat(weight_order), persistent=False)
@@ -195,13 +195,14 @@ class ChannelwiseTensorProduct(nn.Module):
         # One gather regroups the weights (per group [u][path]); per-group gathers would each leave a
         # zero-filled [Z, weight_numel] gradient behind.
         weights = torch.split(weight.index_select(1, self.weight_order), self._weight_split, dim=-1)
-        for (g, mul, d1, num_paths, columns), x, w in zip(self._groups, torch.split(x1, self._split, dim=-1), weights):
+        for (kernel, expand, mul, d1, num_paths, columns), x, w in zip(self._groups, torch.split(x1, self._split, -1),
+                                                                       weights):
             if columns == 0:
                 continue
             # Harmonics into the coupling first ([Z, d1, columns], no mul factor), then channel by channel.
-            coupling = (x2 @ getattr(self, f"kernel_{g}")).reshape(z, d1, columns)
+            coupling = (x2 @ getattr(self, kernel)).reshape(z, d1, columns)
             out = torch.bmm(x.reshape(z, mul, d1), coupling)
-            parts.append(out * (w.reshape(z, mul, num_paths) @ getattr(self, f"expand_{g}")))
+            parts.append(out * (w.reshape(z, mul, num_paths) @ getattr(self, expand)))
         return parts
 
     def assemble(self, parts: list[Tensor]) -> Tensor:
@@ -216,11 +217,11 @@ class ChannelwiseTensorProduct(nn.Module):
         return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, {len(self.instructions)} uvu paths"
 
 
-def _path_kernels(tp: o3.TensorProduct) -> list[Tensor]:
+def _path_kernels(tp: o3.TensorProduct, weight_start: list[int]) -> list[Tensor]:
     """K_p [d1, d2, d3] of every instruction of a float64 uvu product, read off its outputs on basis vectors."""
-    kernels, weight_start = [], 0
+    kernels = []
     slices1, slices2, slices_out = tp.irreps_in1.slices(), tp.irreps_in2.slices(), tp.irreps_out.slices()
-    for ins in tp.instructions:
+    for p, ins in enumerate(tp.instructions):
         d1, d2 = tp.irreps_in1[ins.i_in1].ir.dim, tp.irreps_in2[ins.i_in2].ir.dim
         d3 = tp.irreps_out[ins.i_out].ir.dim
         i, j = torch.meshgrid(torch.arange(d1), torch.arange(d2), indexing="ij")
@@ -230,10 +231,9 @@ def _path_kernels(tp: o3.TensorProduct) -> list[Tensor]:
         x1[rows, slices1[ins.i_in1].start + i.flatten()] = 1  # channel u = 0
         x2[rows, slices2[ins.i_in2].start + j.flatten()] = 1
         weight = torch.zeros(d1 * d2, tp.weight_numel, dtype=torch.float64)
-        weight[:, weight_start] = 1  # this path, channel 0
+        weight[:, weight_start[p]] = 1  # this path, channel 0
         out = tp(x1, x2, weight)[:, slices_out[ins.i_out].start:slices_out[ins.i_out].start + d3]
         kernels.append(out.reshape(d1, d2, d3))
-        weight_start += ins.path_shape[0]
     return kernels
 
 
