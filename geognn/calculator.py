@@ -126,6 +126,10 @@ class GeoGNNCalculator(Calculator):
             if not isinstance(model, EnergyModel):
                 raise TypeError(f"expected a geognn EnergyModel, got {type(model).__name__}; "
                                 "load checkpoints with GeoGNNCalculator.from_checkpoint(path)")
+            if not model.uses_positions:
+                raise ValueError(f"{type(model).__name__} does not use positions beyond its "
+                                 f"{model.graph_builder!r} graph, so it has no forces; the calculator needs a "
+                                 "model whose energy is differentiable in the positions")
             if model.config.readout != "sum":
                 raise ValueError(f"the model's readout is {model.config.readout!r}: it predicts an intensive "
                                  "property, not an energy; an ASE calculator needs a sum readout")

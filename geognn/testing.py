@@ -256,19 +256,148 @@ def to_batch(structures, dtype=torch.float64):
     return Batch.from_data_list([atoms_to_data(a, dtype=dtype) for a in structures])
 
 
+# --------------------------------------------------------------------------- reference bond graphs
+
+_ORGANIC_VALENCES = {"B": (3,), "C": (4,), "N": (3, 5), "O": (2,), "P": (3, 5), "S": (2, 4, 6),
+                     "F": (1,), "Cl": (1,), "Br": (1,), "I": (1,)}
+_SMILES_BONDS = {"-": 1, "=": 2, "#": 3}
+
+
+def smiles_graph(smiles: str) -> tuple[list[str], list[tuple[int, int, int]], list[int]]:
+    """Read a Kekulé SMILES into ``(elements, bonds (i, j, order), hydrogens per atom)``.
+
+    A small reader for checking perceived bond graphs against a dataset's SMILES (QM9 writes
+    Kekulé SMILES): the organic subset with implicit hydrogens, bracket atoms with explicit
+    hydrogen counts and charges, branches, ring closures (digits and %nn) and the bond symbols
+    ``- = #``. Aromatic lower-case atoms, stereo marks and isotopes are refused by name.
+    """
+    elements: list[str] = []
+    explicit_h: list[int | None] = []
+    bonds: list[tuple[int, int, int]] = []
+    stack: list[int] = []
+    rings: dict[int, tuple[int, int | None]] = {}
+    previous, order, i = None, None, 0
+
+    def add_atom(symbol: str, hydrogens: int | None) -> None:
+        nonlocal previous, order
+        elements.append(symbol)
+        explicit_h.append(hydrogens)
+        if previous is not None:
+            bonds.append((previous, len(elements) - 1, order or 1))
+        previous, order = len(elements) - 1, None
+
+    while i < len(smiles):
+        c = smiles[i]
+        if c == "[":
+            end = smiles.index("]", i)
+            body = smiles[i + 1 : end]
+            symbol = body[:2] if body[:2] in _ORGANIC_VALENCES or body[:2] in ("Si", "Se") else body[:1]
+            if not symbol.isalpha() or not symbol[0].isupper():
+                raise ValueError(f"unsupported bracket atom [{body}] in {smiles!r}")
+            rest = body[len(symbol) :]
+            hydrogens = 0
+            if rest.startswith("H"):
+                digits = "".join(ch for ch in rest[1:3] if ch.isdigit())
+                hydrogens = int(digits) if digits else 1
+            add_atom(symbol, hydrogens)
+            i = end + 1
+        elif smiles[i : i + 2] in ("Cl", "Br"):
+            add_atom(smiles[i : i + 2], None)
+            i += 2
+        elif c in _ORGANIC_VALENCES:
+            add_atom(c, None)
+            i += 1
+        elif c in _SMILES_BONDS:
+            order = _SMILES_BONDS[c]
+            i += 1
+        elif c.isdigit() or c == "%":
+            label = int(smiles[i + 1 : i + 3]) if c == "%" else int(c)
+            i += 3 if c == "%" else 1
+            if label in rings:
+                atom, ring_order = rings.pop(label)
+                bonds.append((atom, previous, order or ring_order or 1))
+                order = None
+            else:
+                rings[label] = (previous, order)
+                order = None
+        elif c == "(":
+            stack.append(previous)
+            i += 1
+        elif c == ")":
+            previous = stack.pop()
+            i += 1
+        elif c == ".":
+            previous = None
+            i += 1
+        else:
+            raise ValueError(f"unsupported SMILES character {c!r} in {smiles!r}")
+    if rings or stack:
+        raise ValueError(f"unclosed ring or branch in {smiles!r}")
+    used = [0] * len(elements)
+    for a, b, k in bonds:
+        used[a] += k
+        used[b] += k
+    hydrogens = []
+    for symbol, explicit, total in zip(elements, explicit_h, used):
+        if explicit is not None:
+            hydrogens.append(explicit)
+        else:
+            valence = next((v for v in _ORGANIC_VALENCES[symbol] if v >= total), total)
+            hydrogens.append(valence - total)
+    return elements, bonds, hydrogens
+
+
+def same_bond_graph(smiles: str, z, edge_index, edge_order=None) -> bool:
+    """Whether a perceived bond graph is the SMILES's: the same heavy-atom graph (elements and
+    bonded hydrogens per atom, up to atom order), every hydrogen bonded to exactly one heavy
+    atom, and, when ``edge_order`` is given, the same bond orders."""
+    import networkx as nx
+    from ase.data import chemical_symbols
+
+    elements, bonds, hydrogens = smiles_graph(smiles)
+    reference = nx.Graph()
+    for k, (symbol, h) in enumerate(zip(elements, hydrogens)):
+        reference.add_node(k, label=(symbol, h))
+    reference.add_edges_from((a, b, {"order": k}) for a, b, k in bonds)
+
+    z = [int(x) for x in z]
+    sender, receiver = (edge_index[0].tolist(), edge_index[1].tolist())
+    orders = edge_order.tolist() if edge_order is not None else [0] * len(sender)
+    neighbours = [[] for _ in z]
+    for j, i, k in zip(sender, receiver, orders):
+        neighbours[i].append((j, k))
+    for i, number in enumerate(z):
+        if number == 1 and (len(neighbours[i]) != 1 or z[neighbours[i][0][0]] == 1):
+            return False  # a hydrogen bonded to no atom, to two, or to another hydrogen
+    perceived = nx.Graph()
+    for i, number in enumerate(z):
+        if number != 1:
+            h = sum(1 for j, _ in neighbours[i] if z[j] == 1)
+            perceived.add_node(i, label=(chemical_symbols[number], h))
+    for i in perceived.nodes:
+        for j, k in neighbours[i]:
+            if j in perceived.nodes:
+                perceived.add_edge(i, j, order=k)
+    edge_match = (lambda a, b: a["order"] == b["order"]) if edge_order is not None else None
+    return nx.is_isomorphic(reference, perceived, node_match=lambda a, b: a["label"] == b["label"], edge_match=edge_match)
+
+
 # --------------------------------------------------------------------------- model checks
 
 
 def check_batch_equals_single(model, structures, atol: float = 1e-10) -> None:
-    """Energies and forces of a batch equal those of each structure alone."""
+    """Energies (and forces, for models that use positions) of a batch equal those of each structure alone."""
     dtype = model.atomic_reference.dtype
-    together = model(to_batch(structures, dtype), compute_forces=True)
+    forces = model.uses_positions
+    together = model(to_batch(structures, dtype), compute_forces=forces)
     offset = 0
     for k, atoms in enumerate(structures):
-        alone = model(atoms_to_data(atoms, dtype=dtype), compute_forces=True)
+        alone = model(atoms_to_data(atoms, dtype=dtype), compute_forces=forces)
         n = len(atoms)
         _assert_close(together[keys.ENERGY][k], alone[keys.ENERGY][0], atol, f"energy of structure {k}")
-        _assert_close(together[keys.FORCES][offset : offset + n], alone[keys.FORCES], atol, f"forces of structure {k}")
+        if forces:
+            _assert_close(together[keys.FORCES][offset : offset + n], alone[keys.FORCES], atol,
+                          f"forces of structure {k}")
         offset += n
 
 
@@ -350,22 +479,40 @@ def check_isolated_atoms(model) -> None:
     dtype = model.atomic_reference.dtype
     spread = Atoms("CNO", positions=[[0, 0, 0], [2 * cutoff, 0, 0], [0, 3 * cutoff, 0]])
     for atoms in (Atoms("H", positions=[[0.1, 0.2, 0.3]]), spread):
-        out = model(atoms_to_data(atoms, dtype=dtype), compute_forces=True)
+        out = model(atoms_to_data(atoms, dtype=dtype), compute_forces=model.uses_positions)
         if not bool(torch.isfinite(out[keys.ENERGY]).all()):
             raise AssertionError(f"non-finite energy for isolated atoms {atoms.get_chemical_formula()}")
-        _assert_close(out[keys.FORCES], torch.zeros_like(out[keys.FORCES]), 1e-12, "forces on isolated atoms")
+        if model.uses_positions:
+            _assert_close(out[keys.FORCES], torch.zeros_like(out[keys.FORCES]), 1e-12, "forces on isolated atoms")
 
 
 def check_additivity(model, first, second, atol: float = 1e-10) -> None:
     """Two structures farther apart than the cutoff: energy is the sum, forces those of each alone."""
     dtype = model.atomic_reference.dtype
+    forces = model.uses_positions
     far = second.copy()
     gap = float(model.config.cutoff) + 1.0
     far.positions += first.positions.max(0) - far.positions.min(0) + gap
-    joined = model(atoms_to_data(first + far, dtype=dtype), compute_forces=True)
-    parts = [model(atoms_to_data(a, dtype=dtype), compute_forces=True) for a in (first, far)]
+    joined = model(atoms_to_data(first + far, dtype=dtype), compute_forces=forces)
+    parts = [model(atoms_to_data(a, dtype=dtype), compute_forces=forces) for a in (first, far)]
     _assert_close(joined[keys.ENERGY], parts[0][keys.ENERGY] + parts[1][keys.ENERGY], atol, "energy of separated parts")
-    _assert_close(joined[keys.FORCES], torch.cat([p[keys.FORCES] for p in parts]), atol, "forces of separated parts")
+    if forces:
+        _assert_close(joined[keys.FORCES], torch.cat([p[keys.FORCES] for p in parts]), atol,
+                      "forces of separated parts")
+
+
+def check_refuses_forces(model) -> None:
+    """A model that does not use positions refuses forces and stress with a message saying so."""
+    dtype = model.atomic_reference.dtype
+    for call, data in (({"compute_forces": True}, to_batch(molecules()[:2], dtype)),
+                       ({"compute_stress": True}, to_batch(periodic_structures()[:1], dtype))):
+        try:
+            model(data, **call)
+        except ValueError as error:
+            if "positions" not in str(error):
+                raise AssertionError(f"{call}: the error does not say why: {error}") from error
+        else:
+            raise AssertionError(f"{type(model).__name__} does not use positions but gave {call}")
 
 
 def _assert_close(actual: Tensor, expected: Tensor, atol: float, what: str) -> None:
@@ -377,15 +524,65 @@ def _assert_close(actual: Tensor, expected: Tensor, atol: float, what: str) -> N
 # --------------------------------------------------------------------------- mixin
 
 
+# Which mixin checks apply to which kind of model. A check lists the properties it needs:
+#   "positions"     the energy is differentiable in the positions (`EnergyModel.uses_positions`)
+#   "no positions"  the model sees coordinates only through its graph and must refuse forces
+#   "periodic"      the model takes periodic cells (`ModelTestMixin.supports_periodic`)
+#   "smooth cutoff" its graph is a radius graph, whose cutoff must be crossed smoothly
+#   "extensive"     separated structures add up (`EnergyModel.size_extensive`)
+CHECK_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "test_equivariance_molecules": (),
+    "test_equivariance_periodic": ("periodic",),
+    "test_batch_equals_single": (),
+    "test_forces_match_finite_differences": ("positions",),
+    "test_stress_matches_finite_differences": ("positions", "periodic"),
+    "test_smooth_at_cutoff": ("positions", "smooth cutoff"),
+    "test_isolated_atoms": (),
+    "test_additive_at_large_separation": ("extensive",),
+    "test_refuses_forces_and_stress": ("no positions",),
+    "test_rejects_bad_input": (),
+    "test_forces_are_trainable": ("positions",),
+    "test_energy_is_trainable": (),
+    "test_config_and_state_dict_round_trip": (),
+}
+
+
+def missing_requirements(model_class, supports_periodic: bool = True) -> dict[str, str]:
+    """For each check of `CHECK_REQUIREMENTS` that does not apply to ``model_class``, the reason."""
+    has = {
+        "positions": model_class.uses_positions,
+        "no positions": not model_class.uses_positions,
+        "periodic": supports_periodic,
+        "smooth cutoff": model_class.graph_builder == "radius",
+        "extensive": model_class.size_extensive,
+    }
+    reasons = {
+        "positions": "its energy does not depend smoothly on the positions (uses_positions = False): no forces or stress",
+        "no positions": "it uses positions, so it has forces and stress",
+        "periodic": "it does not take periodic cells",
+        "smooth cutoff": f"its graph is {model_class.graph_builder!r}, not a radius graph with a smooth cutoff",
+        "extensive": "its readout couples separate structures (size_extensive = False)",
+    }
+    missing = {}
+    for check, needs in CHECK_REQUIREMENTS.items():
+        unmet = [reasons[need] for need in needs if not has[need]]
+        if unmet:
+            missing[check] = "; ".join(unmet)
+    return missing
+
+
 class ModelTestMixin:
-    """Checks every energy model passes. In a test module::
+    """Checks every energy model passes, as far as they apply to its kind. In a test module::
 
         class TestEGNN(ModelTestMixin):
             model_name = "egnn"
             model_kwargs = {"hidden_channels": 16, "num_layers": 2}
 
     Tests run in float64 on `molecules()` and `periodic_structures()`.
-    Set ``supports_periodic = False`` for molecule-only models.
+    Set ``supports_periodic = False`` for molecule-only models. Which checks apply to which
+    kind of model is written in `CHECK_REQUIREMENTS`; a check that does not apply is skipped
+    with the reason (e.g. a bond-graph model has no forces, so the finite-difference checks are
+    replaced by `check_refuses_forces`).
     """
 
     model_name: str = ""
@@ -399,15 +596,29 @@ class ModelTestMixin:
         torch.manual_seed(self.seed)
         return build_model(self.model_name, **self.model_kwargs).double().eval()
 
+    def _require(self, check: str) -> None:
+        from geognn.models import MODELS
+
+        reason = missing_requirements(MODELS[self.model_name], self.supports_periodic).get(check)
+        if reason is not None:
+            import pytest
+
+            pytest.skip(f"{check} does not apply to {self.model_name}: {reason}")
+
     def test_equivariance_molecules(self):
-        errors = assert_equivariant(self.make_model(), to_batch(molecules()), call_kwargs={"compute_forces": True})
-        assert any(key.endswith(keys.FORCES) for key in errors)
+        model = self.make_model()
+        errors = assert_equivariant(model, to_batch(molecules()), call_kwargs={"compute_forces": model.uses_positions})
+        assert any(key.endswith(keys.ENERGY) for key in errors)
+        assert any(key.endswith(keys.FORCES) for key in errors) == model.uses_positions
 
     def test_equivariance_periodic(self):
-        self._skip_unless_periodic()
-        call = {"compute_forces": True, "compute_stress": True}
-        errors = assert_equivariant(self.make_model(), to_batch(periodic_structures()), call_kwargs=call)
-        assert any(key.endswith(keys.STRESS) for key in errors)
+        self._require("test_equivariance_periodic")
+        model = self.make_model()
+        forces = model.uses_positions
+        call = {"compute_forces": forces, "compute_stress": forces}
+        errors = assert_equivariant(model, to_batch(periodic_structures()), call_kwargs=call)
+        assert any(key.endswith(keys.ENERGY) for key in errors)
+        assert any(key.endswith(keys.STRESS) for key in errors) == forces
 
     def test_batch_equals_single(self):
         model = self.make_model()
@@ -416,26 +627,33 @@ class ModelTestMixin:
             check_batch_equals_single(model, periodic_structures())
 
     def test_forces_match_finite_differences(self):
+        self._require("test_forces_match_finite_differences")
         model = self.make_model()
         check_forces_finite_differences(model, molecules()[0])
         if self.supports_periodic:
             check_forces_finite_differences(model, periodic_structures()[0])
 
     def test_stress_matches_finite_differences(self):
-        self._skip_unless_periodic()
+        self._require("test_stress_matches_finite_differences")
         model = self.make_model()
         for atoms in periodic_structures()[:2]:
             check_stress_finite_differences(model, atoms)
 
     def test_smooth_at_cutoff(self):
+        self._require("test_smooth_at_cutoff")
         check_cutoff_smoothness(self.make_model())
 
     def test_isolated_atoms(self):
         check_isolated_atoms(self.make_model())
 
     def test_additive_at_large_separation(self):
+        self._require("test_additive_at_large_separation")
         structures = molecules()
         check_additivity(self.make_model(), structures[0], structures[4])
+
+    def test_refuses_forces_and_stress(self):
+        self._require("test_refuses_forces_and_stress")
+        check_refuses_forces(self.make_model())
 
     def test_rejects_bad_input(self):
         import pytest
@@ -455,12 +673,16 @@ class ModelTestMixin:
 
     def test_forces_are_trainable(self):
         """In training mode, a force loss back-propagates to the parameters."""
+        self._require("test_forces_are_trainable")
         model = self.make_model().train()
         out = model(to_batch(molecules()[:3]), compute_forces=True)
-        out[keys.FORCES].pow(2).sum().backward()
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
-        assert sum(float(g.abs().sum()) for g in grads) > 0
+        _assert_trainable(model, out[keys.FORCES].pow(2).sum())
+
+    def test_energy_is_trainable(self):
+        """In training mode, an energy loss back-propagates to the parameters."""
+        model = self.make_model().train()
+        out = model(to_batch(molecules()[:3]))
+        _assert_trainable(model, out[keys.ENERGY].pow(2).sum())
 
     def test_config_and_state_dict_round_trip(self, tmp_path):
         """A model rebuilt from its config and a weights_only state_dict gives the same outputs."""
@@ -475,8 +697,9 @@ class ModelTestMixin:
         data = to_batch(molecules()[:3])
         _assert_close(rebuilt(data)[keys.ENERGY], model(data)[keys.ENERGY], 0.0, "energy after round trip")
 
-    def _skip_unless_periodic(self):
-        if not self.supports_periodic:
-            import pytest
 
-            pytest.skip(f"{self.model_name} does not support periodic structures")
+def _assert_trainable(model, loss: Tensor) -> None:
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0

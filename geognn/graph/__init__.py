@@ -1,7 +1,28 @@
-"""Radius graphs (molecules and periodic cells) and edge geometry."""
+"""Graphs over atoms: radius graphs (molecules and periodic cells), bond graphs, edge geometry.
 
+Models choose their graph by name from `GRAPH_BUILDERS` (see `geognn.graph.builders`).
+"""
+
+from geognn.graph.bonds import BOND_SCALE, bond_atom_features, bond_graph, bond_orders
+from geognn.graph.builders import GRAPH_BUILDERS, GraphEdges, build_edges, register_graph_builder
+from geognn.graph.encodings import random_walk_pe
 from geognn.graph.edges import edge_vectors, lattice_offsets
 from geognn.graph.radius import periodic_radius_graph, radius_graph
 from geognn.graph.triplets import triplets
 
-__all__ = ["radius_graph", "periodic_radius_graph", "edge_vectors", "lattice_offsets", "triplets"]
+__all__ = [
+    "radius_graph",
+    "periodic_radius_graph",
+    "edge_vectors",
+    "lattice_offsets",
+    "triplets",
+    "bond_graph",
+    "bond_orders",
+    "bond_atom_features",
+    "BOND_SCALE",
+    "random_walk_pe",
+    "GRAPH_BUILDERS",
+    "GraphEdges",
+    "build_edges",
+    "register_graph_builder",
+]

@@ -2,8 +2,12 @@
 
 A model subclasses `EnergyModel`, declares a config dataclass derived from
 `EnergyModelConfig`, and implements `atomic_energies`. The base class turns
-a PyG `Data`/`Batch` into a graph, sums per-atom energies, and differentiates
-for forces (-dE/dpos) and stress ((1/V) dE/dstrain).
+a PyG `Data`/`Batch` into a graph with the builder the model names
+(``graph_builder``: a key of `geognn.graph.GRAPH_BUILDERS`), sums per-atom
+energies (or takes the structure-level energy the model returns itself), and
+differentiates for forces (-dE/dpos) and stress ((1/V) dE/dstrain) when the
+model declares that its energy is a differentiable function of the positions
+(``uses_positions``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch_geometric.utils import scatter
 
 from geognn._checks import check_positions
 from geognn.data import keys
-from geognn.graph import edge_vectors, lattice_offsets, periodic_radius_graph, radius_graph
+from geognn.graph import build_edges, edge_vectors, lattice_offsets
 from geognn.nn.mlp import lookup
 
 READOUTS = ("sum", "mean")
@@ -44,15 +48,21 @@ class EnergyModelConfig:
 
 
 class AtomGraph(NamedTuple):
-    """A radius graph with its geometry, as handed to `EnergyModel.atomic_energies`."""
+    """A graph over the atoms of a batch, as handed to `EnergyModel.atomic_energies`.
+
+    The geometry fields are None when no positions were given; for a model that does not use
+    positions (``uses_positions = False``) they are computed from detached positions, so no
+    gradient reaches the coordinates through them.
+    """
 
     edge_index: Tensor  # [2, E] (sender j, receiver i)
-    edge_vec: Tensor  # [E, 3] pos[j] - pos[i] + edge_offset
-    edge_len: Tensor  # [E]
+    edge_vec: Optional[Tensor]  # [E, 3] pos[j] - pos[i] + edge_offset
+    edge_len: Optional[Tensor]  # [E]
     edge_offset: Optional[Tensor]  # [E, 3] lattice translation of the sender, None for molecules
     batch: Tensor  # [N]
     num_graphs: int
     edge_shift: Optional[Tensor] = None  # [E, 3] integer lattice image of the sender, None for molecules
+    edge_attr: Optional[Tensor] = None  # [E, ...] what the graph builder attaches (bond graphs: bond order)
 
 
 class EnergyModel(nn.Module):
@@ -64,10 +74,28 @@ class EnergyModel(nn.Module):
 
     Per-atom energies are ``raw * energy_scale + energy_shift +
     atomic_reference[z]``; those buffers default to the identity and are set
-    from the training data by the training code.
+    from the training data by the training code. A model whose readout is
+    structure-level (Set2Set) returns ``energy`` [B] from `atomic_energies`
+    instead, and gets ``raw * energy_scale`` plus the sum (the mean, for a
+    "mean" readout) of ``energy_shift + atomic_reference[z]`` over its atoms;
+    its output has no ``node_energy``.
+
+    Class attributes a model sets:
+        graph_builder: the key of `geognn.graph.GRAPH_BUILDERS` that builds its
+            graph ("radius" by default, "bonds" for the 2D baselines), called
+            with `graph_options`.
+        uses_positions: whether the energy is a differentiable function of the
+            positions. A model that sees coordinates only through the bond
+            graph sets it False, and asking it for forces or stress raises.
+        size_extensive: whether the energy of structures far apart (beyond the
+            graph's reach) is the sum of their energies. Models with a global
+            readout or global attention (MPNN's Set2Set, GPS) set it False.
     """
 
     Config: ClassVar[type] = EnergyModelConfig
+    graph_builder: ClassVar[str] = "radius"
+    uses_positions: ClassVar[bool] = True
+    size_extensive: ClassVar[bool] = True
 
     def __init__(self, config: EnergyModelConfig):
         super().__init__()
@@ -101,6 +129,13 @@ class EnergyModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, data, compute_forces: bool = False, compute_stress: bool = False) -> dict[str, Tensor]:
+        if (compute_forces or compute_stress) and not self.uses_positions:
+            asked = "forces" if compute_forces else "stress"
+            raise ValueError(
+                f"{type(self).__name__} sees the positions only through its graph ({self.graph_builder!r}), so its "
+                f"energy has no derivative in them and it cannot give {asked}; train and use it on energies only "
+                "(loss.forces_weight and loss.stress_weight 0), or pick a model that uses positions"
+            )
         z, pos = data[keys.ATOMIC_NUMBERS], data[keys.POSITIONS]
         self._check_input(z, pos)
         cell, pbc = data.get(keys.CELL), data.get(keys.PBC)
@@ -121,13 +156,19 @@ class EnergyModel(nn.Module):
                 symmetric = 0.5 * (strain + strain.transpose(-1, -2))
                 pos_in = pos + torch.bmm(pos.unsqueeze(1), symmetric[batch]).squeeze(1)
                 cell_in = cell + torch.bmm(cell, symmetric)
-            graph = self.build_graph(pos_in, batch, num_graphs, cell_in, pbc)
+            graph = self.build_graph(pos_in, batch, num_graphs, cell_in, pbc, z=z)
             out = dict(self.atomic_energies(z, pos_in, graph))
-            node_energy = out[keys.NODE_ENERGY] * self.energy_scale + self.energy_shift
-            node_energy = node_energy + self.atomic_reference[z]
-            out[keys.NODE_ENERGY] = node_energy
+            offset = self.energy_shift + self.atomic_reference[z]  # [N]
             reduce = self.config.readout
-            out[keys.ENERGY] = scatter(node_energy, batch, dim=0, dim_size=num_graphs, reduce=reduce)
+            if keys.NODE_ENERGY in out:
+                node_energy = out[keys.NODE_ENERGY] * self.energy_scale + offset
+                out[keys.NODE_ENERGY] = node_energy
+                out[keys.ENERGY] = scatter(node_energy, batch, dim=0, dim_size=num_graphs, reduce=reduce)
+            elif keys.ENERGY in out:
+                offset = scatter(offset, batch, dim=0, dim_size=num_graphs, reduce=reduce)
+                out[keys.ENERGY] = out[keys.ENERGY] * self.energy_scale + offset
+            else:
+                raise TypeError(f"{type(self).__name__}.atomic_energies returned neither 'node_energy' nor 'energy'")
 
             if compute_forces or compute_stress:
                 wrt = [pos] + ([strain] if compute_stress else [])
@@ -141,20 +182,30 @@ class EnergyModel(nn.Module):
                     out[keys.STRESS] = grads[1] / volume.view(-1, 1, 1)
         return out
 
+    def graph_options(self) -> dict[str, Any]:
+        """Keyword options for this model's graph builder, taken from its config."""
+        return {"cutoff": self.config.cutoff, "max_num_neighbors": self.config.max_num_neighbors}
+
     def build_graph(
-        self, pos: Tensor, batch: Tensor, num_graphs: int, cell: Tensor | None = None, pbc: Tensor | None = None
+        self,
+        pos: Tensor,
+        batch: Tensor,
+        num_graphs: int,
+        cell: Tensor | None = None,
+        pbc: Tensor | None = None,
+        z: Tensor | None = None,
     ) -> AtomGraph:
-        cutoff, limit = self.config.cutoff, self.config.max_num_neighbors
-        edge_offset = edge_shift = None
-        if cell is None:
-            edge_index = radius_graph(pos, cutoff, batch, max_num_neighbors=limit)
-        else:
-            if pbc is None:
-                raise ValueError("data has a 'cell' but no 'pbc'; give both for periodic structures")
-            edge_index, edge_shift = periodic_radius_graph(pos, cutoff, cell, pbc, batch, max_num_neighbors=limit)
-            edge_offset = lattice_offsets(edge_index, edge_shift, cell, batch)
-        edge_vec, edge_len = edge_vectors(pos, edge_index, edge_offset)
-        return AtomGraph(edge_index, edge_vec, edge_len, edge_offset, batch, num_graphs, edge_shift)
+        """The model's graph with edge geometry (``z`` is needed by builders that look at elements)."""
+        edges = build_edges(self.graph_builder, z, pos, batch, cell, pbc, **self.graph_options())
+        if not self.uses_positions:
+            pos, cell = pos.detach(), None if cell is None else cell.detach()
+        edge_offset = None
+        if edges.edge_shift is not None:
+            edge_offset = lattice_offsets(edges.edge_index, edges.edge_shift, cell, batch)
+        edge_vec, edge_len = edge_vectors(pos, edges.edge_index, edge_offset)
+        return AtomGraph(
+            edges.edge_index, edge_vec, edge_len, edge_offset, batch, num_graphs, edges.edge_shift, edges.edge_attr
+        )
 
     def _check_input(self, z: Tensor, pos: Tensor) -> None:
         check_positions(pos)

@@ -105,6 +105,19 @@ class _Distributed:
             dist.destroy_process_group()
 
 
+def check_model_and_loss(config: TrainConfig) -> None:
+    """Refuse, before any data is loaded, a loss the model cannot give (forces of a 2D model)."""
+    cls = MODELS.get(config.model.name)
+    if cls is None or cls.uses_positions:
+        return
+    for weight in ("forces_weight", "stress_weight"):
+        if getattr(config.loss, weight) > 0:
+            raise ConfigError(
+                f"loss.{weight}: model {config.model.name!r} does not use positions beyond its "
+                f"{cls.graph_builder!r} graph, so it has no forces or stress; set loss.{weight}: 0"
+            )
+
+
 class Trainer:
     """One training run; see the module doc. Most users call `fit`."""
 
@@ -125,6 +138,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = config.use_tf32
             torch.backends.cudnn.allow_tf32 = config.use_tf32
+        check_model_and_loss(config)
         _, (self.train_set, self.val_set, self.test_set), self.target = load_splits(config.data, self.dtype)
         self.loss = Loss(config.loss)
         previous = load_checkpoint(self.last_path, map_location="cpu") if resume else None
