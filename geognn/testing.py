@@ -544,6 +544,7 @@ CHECK_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "test_forces_are_trainable": ("positions",),
     "test_energy_is_trainable": (),
     "test_config_and_state_dict_round_trip": (),
+    "test_cuda_equals_cpu": (),
 }
 
 
@@ -696,6 +697,26 @@ class ModelTestMixin:
         rebuilt.load_state_dict(saved["state_dict"])
         data = to_batch(molecules()[:3])
         _assert_close(rebuilt(data)[keys.ENERGY], model(data)[keys.ENERGY], 0.0, "energy after round trip")
+
+
+    def test_cuda_equals_cpu(self):
+        """Energies (and forces) on the GPU equal the CPU's in float64; skipped, saying so, without CUDA."""
+        if not torch.cuda.is_available():
+            import pytest
+
+            pytest.skip("needs CUDA")
+        model = self.make_model()
+        forces = model.uses_positions
+        structures = molecules() + (periodic_structures() if self.supports_periodic else [])
+        for group in (structures[:8], structures[8:]):
+            if not group:
+                continue
+            data = to_batch(group)
+            cpu = model(data, compute_forces=forces)
+            gpu = model.to("cuda")(data.to("cuda"), compute_forces=forces)
+            model.to("cpu")
+            for key in (keys.ENERGY, keys.FORCES) if forces else (keys.ENERGY,):
+                _assert_close(gpu[key].cpu(), cpu[key], 1e-9, f"{key} on CUDA vs CPU")
 
 
 def _assert_trainable(model, loss: Tensor) -> None:

@@ -54,6 +54,11 @@ EDGE_INDEX = "edge_index"  # [2, E] long, (sender j, receiver i)
 EDGE_SHIFT = "edge_shift"  # [E, 3] float holding integers, lattice image of the sender
 EDGE_VECTORS = "edge_vec"  # [E, 3] float, pos[j] - pos[i] + edge_shift @ cell, Å
 EDGE_LENGTHS = "edge_len"  # [E] float, |edge_vec|, Å
+EDGE_ATTR = "edge_attr"  # [E, ...] what a graph builder attaches to each edge (the bond graph: BOND_ORDER values)
+
+# ---- bond graphs (what `geognn.graph.bonds` perceives from geometry; edges in the convention above) ----
+BOND_INDEX = "bond_index"  # [2, E] long, both directions of every bond (covalent radii x BOND_SCALE)
+BOND_ORDER = "bond_order"  # [E] long, 1 single, 2 double, 3 triple, from the bond length
 
 # ---- model outputs, and the labels datasets carry under the same names ----
 ENERGY = "energy"  # [B] eV
@@ -81,4 +86,10 @@ TRANSFORMS = {
     FORCES: "node:vector",
     STRESS: "graph:rank2",
     UPDATED_POSITIONS: "node:position",
+    EDGE_INDEX: "edge:index",
+    EDGE_VECTORS: "edge:vector",
+    EDGE_LENGTHS: "edge:scalar",
+    EDGE_ATTR: "edge:scalar",
+    BOND_INDEX: "edge:index",
+    BOND_ORDER: "edge:scalar",
 }

@@ -28,7 +28,7 @@ from geognn.graph.radius import periodic_radius_graph, radius_graph
 class GraphEdges(NamedTuple):
     edge_index: Tensor  # [2, E] long (sender j, receiver i)
     edge_shift: Optional[Tensor] = None  # [E, 3] lattice image of the sender; None for molecules
-    edge_attr: Optional[Tensor] = None  # [E, ...] builder-specific attributes (bonds: order, long)
+    edge_attr: Optional[Tensor] = None  # [E, ...] builder-specific attributes (bonds: keys.BOND_ORDER, long)
 
 
 GraphBuilder = Callable[..., GraphEdges]

@@ -136,6 +136,12 @@ class GATConfig(BondGraphConfig):
     heads: int = 4
 
 
+def check_heads(hidden_channels: int, heads: int) -> None:
+    """Attention heads split the channels evenly."""
+    if heads < 1 or hidden_channels % heads:
+        raise ValueError(f"hidden_channels ({hidden_channels}) must be a multiple of heads ({heads})")
+
+
 class GAT(BondGraphModel):
     """Graph attention, GATv2 (Brody et al., ICLR 2022), with the bond order in the attention scores."""
 
@@ -143,10 +149,7 @@ class GAT(BondGraphModel):
     name = "gat"
 
     def __init__(self, config: GATConfig):
-        if config.heads < 1 or config.hidden_channels % config.heads:
-            raise ValueError(
-                f"hidden_channels ({config.hidden_channels}) must be a multiple of heads ({config.heads})"
-            )
+        check_heads(config.hidden_channels, config.heads)
         super().__init__(config)
 
     def make_conv(self) -> nn.Module:

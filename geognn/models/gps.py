@@ -26,7 +26,7 @@ from geognn.data import keys
 from geognn.graph import random_walk_pe
 from geognn.graph.bonds import MAX_BOND_ORDER
 from geognn.models.base import AtomGraph
-from geognn.models.bond_graph import BondGraphConfig, BondGraphModel
+from geognn.models.bond_graph import BondGraphConfig, BondGraphModel, check_heads
 from geognn.nn.mlp import MLP
 
 
@@ -53,10 +53,7 @@ class GPS(BondGraphModel):
     size_extensive = False
 
     def __init__(self, config: GPSConfig):
-        if config.heads < 1 or config.hidden_channels % config.heads:
-            raise ValueError(
-                f"hidden_channels ({config.hidden_channels}) must be a multiple of heads ({config.heads})"
-            )
+        check_heads(config.hidden_channels, config.heads)
         if config.walk_length < 1:
             raise ValueError(f"walk_length must be at least 1, got {config.walk_length}")
         super().__init__(config)

@@ -243,3 +243,15 @@ def test_random_walk_pe_equals_pyg_transform():
     torch.testing.assert_close(ours, torch.cat(expected), atol=1e-6, rtol=0)
     # By hand: on a 6-ring a walk returns after 2 steps with probability 1/2, never after odd steps.
     assert torch.allclose(ours[0, :3], torch.tensor([0.0, 0.5, 0.0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bonds_equal_cpu():
+    for atoms in (molecule("CH3CONH2"), bulk("NaCl", "rocksalt", a=5.64) * (2, 2, 2)):
+        z, pos = torch.tensor(atoms.numbers), torch.tensor(atoms.positions)
+        cell = torch.tensor(atoms.cell[:]).unsqueeze(0) if atoms.pbc.any() else None
+        pbc = torch.tensor(atoms.pbc).unsqueeze(0) if atoms.pbc.any() else None
+        expected = _edge_set(*bond_graph(z, pos, cell=cell, pbc=pbc))
+        on_gpu = bond_graph(z.cuda(), pos.cuda(), cell=None if cell is None else cell.cuda(),
+                            pbc=None if pbc is None else pbc.cuda())
+        assert _edge_set(*(t.cpu() if t is not None else None for t in on_gpu)) == expected

@@ -297,3 +297,4 @@ def test_structure_level_output_gets_scale_shift_and_references():
     z, batch = data.z, data.batch
     offset = torch.zeros(2, dtype=torch.float64).index_add_(0, batch, 0.5 + model.atomic_reference[z])
     torch.testing.assert_close(model(data)[keys.ENERGY], 2 * raw + offset, atol=1e-12, rtol=0)
+

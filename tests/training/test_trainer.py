@@ -67,6 +67,30 @@ def test_intensive_target_gets_a_mean_readout(qm9_recipe):
     assert checkpoint["normalization"]["intensive"] and result.test_metrics["target"] == "gap"
 
 
+@pytest.mark.parametrize("name, options", [
+    ("gin", {"hidden_channels": 16, "num_layers": 2}),
+    ("mpnn", {"hidden_channels": 8, "num_layers": 2, "edge_hidden": 16}),
+])
+def test_2d_models_train_through_the_same_recipe(qm9_recipe, name, options):
+    """Bond-graph models (MPNN's structure-level Set2Set readout too) learn, checkpoint and evaluate
+    like the 3D ones; an intensive target gets the mean readout."""
+    config = qm9_recipe(model={"name": name}, data={"batch_size": 20},
+                        optim={"max_epochs": 150, "lr": 0.005}, log={"eval_every": 50})
+    config.model.options = dict(options)  # not merged with the EGNN options of the base recipe
+    result = fit(config)
+    rows = read_log(result.run_dir)
+    train_losses = [row["loss"] for row in rows if row["split"] == "train"]
+    assert sum(train_losses[-20:]) < 0.5 * sum(train_losses[:20])
+    assert evaluate_checkpoint(result.run_dir / "best.pt", split="test")["energy_mae"] == pytest.approx(
+        result.test_metrics["energy_mae"], rel=1e-10)
+    assert load_checkpoint(result.best_checkpoint)["model_name"] == name
+    config = qm9_recipe(model={"name": name}, data={"options": {"target": "gap"}}, optim={"max_epochs": 1},
+                        log={"run_dir": str(result.run_dir) + "_gap"})
+    config.model.options = dict(options)
+    gap = fit(config)
+    assert load_checkpoint(gap.best_checkpoint)["model_config"]["readout"] == "mean"
+
+
 @pytest.mark.filterwarnings("ignore:the dataset's compositions determine only")
 def test_energy_force_training_reduces_force_error(xtb_recipe):
     recipe = xtb_recipe(model={"options": {"hidden_channels": 32, "num_layers": 3, "update_coords": False}},
