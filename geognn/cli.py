@@ -4,6 +4,7 @@
     geognn train --resume RUN_DIR
     geognn evaluate CHECKPOINT [--data FILE|RECIPE.yaml] [--split test]
     geognn plot RUN_DIR
+    geognn compare RECIPE.yaml [--run-dir DIR] [--device cuda] [--set optim.max_epochs=5 ...]
 
 Multi-process training: ``torchrun --nproc_per_node 2 -m geognn train RECIPE.yaml``.
 """
@@ -21,9 +22,15 @@ import yaml
 
 def _apply_overrides(config, assignments: Sequence[str]):
     """``section.key=value`` pairs (values parsed as YAML) applied through the same checks as a recipe."""
-    from geognn.training import ConfigError, TrainConfig, from_dict
+    from geognn.training import TrainConfig, from_dict
 
-    mapping = config.to_dict()
+    return from_dict(TrainConfig, _set_values(config.to_dict(), assignments))
+
+
+def _set_values(mapping: dict, assignments: Sequence[str]) -> dict:
+    """Set ``section.key=value`` pairs (values parsed as YAML) in a recipe mapping."""
+    from geognn.training import ConfigError
+
     for assignment in assignments:
         if "=" not in assignment:
             raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. optim.lr=0.001")
@@ -35,7 +42,7 @@ def _apply_overrides(config, assignments: Sequence[str]):
                 raise ConfigError(f"--set {key}: {part!r} is not a section of the recipe")
             node = node[part]
         node[leaf] = yaml.safe_load(text)
-    return from_dict(TrainConfig, mapping)
+    return mapping
 
 
 def _train(args) -> int:
@@ -74,6 +81,30 @@ def _train(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from pathlib import Path
+
+    from geognn.training.compare import compare, parse_compare
+
+    path = Path(args.recipe)
+    if not path.exists():
+        raise FileNotFoundError(f"comparison recipe {path} does not exist")
+    mapping = yaml.safe_load(path.read_text()) or {}
+    overrides = list(args.set or [])
+    if args.run_dir is not None:
+        overrides.append(f"log.run_dir={args.run_dir}")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    if args.no_progress:
+        overrides.append("log.progress=false")
+    for section in ("log", "optim", "data", "loss"):
+        mapping.setdefault(section, {})
+    _, files = compare(parse_compare(_set_values(mapping, overrides)), measure=not args.no_measure)
+    print(files[0].read_text(), end="")
+    print("written:", ", ".join(str(f) for f in files))
+    return 0
+
+
 def _evaluate(args) -> int:
     from geognn.training import format_metrics
     from geognn.training.evaluate import evaluate_checkpoint
@@ -109,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe value, e.g. --set optim.lr=0.001 --set data.options.target=gap")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     train.set_defaults(handler=_train)
+
+    comparison = commands.add_parser("compare", help="train several models under one recipe and print a leaderboard")
+    comparison.add_argument("recipe", help="a recipe with 'models:' (label -> options) and 'seeds:' (see train/compare_*.yaml)")
+    comparison.add_argument("--run-dir", help="override log.run_dir (the folder of runs and leaderboard)")
+    comparison.add_argument("--device", help="cpu, cuda, cuda:N or auto (override the recipe)")
+    comparison.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a shared recipe value")
+    comparison.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    comparison.add_argument("--no-measure", action="store_true", help="skip the inference speed and memory runs")
+    comparison.set_defaults(handler=_compare)
 
     evaluate = commands.add_parser("evaluate", help="MAE/RMSE of a checkpoint on a test split or a file")
     evaluate.add_argument("checkpoint", help="a .pt checkpoint or a run folder (its best.pt)")

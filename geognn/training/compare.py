@@ -1,0 +1,332 @@
+"""`geognn compare`: several models trained under identical conditions, and a leaderboard.
+
+A comparison recipe is a training recipe whose ``model`` section is replaced by ``models`` (label
+-> options) and which adds ``seeds``::
+
+    models:
+      egnn: {hidden_channels: 64, num_layers: 4}          # label = a name in MODELS: its options
+      schnet: {}
+      egnn-wide: {name: egnn, options: {hidden_channels: 128}}   # any label: name + options
+    seeds: [0, 1]
+    data: ...      # the same data, split, loss, optim (budget) and device for every run
+    log: {run_dir: runs/compare}
+
+Every (model, seed) is a normal run folder ``RUN_DIR/LABEL/seedS`` trained by `fit`; rerunning
+skips finished runs (those with ``test_metrics.json``) and resumes interrupted ones (a
+``last.pt`` without test metrics). The leaderboard (``leaderboard.md``, ``.csv`` and ``.png`` in
+``RUN_DIR``) lists per model the parameters, the test MAE (mean ± std over seeds), the training
+time, inference throughput and peak memory. Throughput and memory are measured after training in
+a fresh process per run (``python -m geognn.training.compare --measure CHECKPOINT``), so one run's
+allocations do not count against the next. Budgets given in epochs or steps reproduce the same
+numbers on a rerun with the same seeds; a ``max_minutes`` budget depends on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from geognn.training.config import ConfigError, ModelSection, TrainConfig, from_dict, load_config
+from geognn.training.runlog import read_log
+
+
+@dataclass
+class CompareConfig:
+    """A comparison: the shared training recipe, the models (label -> `ModelSection`) and the seeds."""
+
+    base: TrainConfig
+    models: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=lambda: [0])
+
+    def run_dir(self, label: str, seed: int) -> Path:
+        return Path(self.base.log.run_dir) / label / f"seed{seed}"
+
+    def run_config(self, label: str, seed: int) -> TrainConfig:
+        log = replace(self.base.log, run_dir=str(self.run_dir(label, seed)))
+        return replace(self.base, model=self.models[label], seed=seed, log=log)
+
+
+def parse_compare(mapping) -> CompareConfig:
+    """Build a `CompareConfig` from a parsed YAML mapping (every key checked, as for `geognn train`)."""
+    from geognn.models import MODELS
+
+    if not isinstance(mapping, dict):
+        raise ConfigError("a comparison recipe is a mapping with 'models', 'seeds' and the training sections")
+    mapping = dict(mapping)
+    if "model" in mapping:
+        raise ConfigError("a comparison recipe names its models under 'models' (label -> options), not 'model'")
+    models_raw = mapping.pop("models", None)
+    seeds = mapping.pop("seeds", [0])
+    if not isinstance(models_raw, dict) or not models_raw:
+        raise ConfigError("models: give a mapping from labels (names in MODELS) to their options")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds: {seeds} repeats a seed")
+    models = {}
+    for label, value in models_raw.items():
+        value = {} if value is None else value
+        if not isinstance(value, dict):
+            raise ConfigError(f"models.{label}: expected a mapping of options, got {value!r}")
+        if "name" in value:
+            section = from_dict(ModelSection, value, f"models.{label}")
+        else:
+            section = ModelSection(name=str(label), options=dict(value))
+        if section.name not in MODELS:
+            raise ConfigError(f"models.{label}: {section.name!r} is not a model; choose from {', '.join(MODELS)} "
+                              "(or give name: and options: for a label of your own)")
+        models[str(label)] = section
+    base = from_dict(TrainConfig, mapping)
+    if not base.log.run_dir:
+        raise ConfigError("log.run_dir: the comparison needs a folder for its runs and leaderboard")
+    return CompareConfig(base, models, list(seeds))
+
+
+def load_compare(path) -> CompareConfig:
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"comparison recipe {path} does not exist")
+    try:
+        return parse_compare(yaml.safe_load(path.read_text()))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def run_all(config: CompareConfig, measure: bool = True, log=print) -> list[dict]:
+    """Train every (model, seed) not finished yet, measure it, and return one row per run."""
+    from geognn.training.trainer import check_model_and_loss, fit
+
+    for label in config.models:  # refuse a bad combination before any training starts
+        check_model_and_loss(config.run_config(label, config.seeds[0]))
+    rows = []
+    for label in config.models:
+        for seed in config.seeds:
+            run_dir = config.run_dir(label, seed)
+            if (run_dir / "test_metrics.json").exists():
+                log(f"{label} seed {seed}: finished already ({run_dir})")
+            else:
+                resume = (run_dir / "last.pt").exists()
+                log(f"{label} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
+                result = fit(config.run_config(label, seed), resume=resume)
+                if result.stopped == "interrupted":
+                    raise KeyboardInterrupt(f"interrupted; rerun the comparison to resume {run_dir}")
+            rows.append(run_row(label, seed, run_dir, config.base.device, measure))
+    return rows
+
+
+def run_row(label: str, seed: int, run_dir: Path, device: str, measure: bool) -> dict:
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    info = json.loads((run_dir / "run.json").read_text())
+    wall = max((row["wall_s"] for row in read_log(run_dir) if row.get("wall_s") is not None), default=float("nan"))
+    row = {
+        "model": label,
+        "seed": seed,
+        "parameters": info["parameters"],
+        "unit": metrics.get("unit", "eV"),
+        "energy_mae": metrics["energy_mae"],
+        "forces_mae": metrics.get("forces_mae"),
+        "train_s": wall,
+        "steps": metrics["step"],
+        "run_dir": str(run_dir),
+    }
+    measured_path = run_dir / "measured.json"
+    if measure and not measured_path.exists():
+        measured_path.write_text(json.dumps(measure_in_subprocess(run_dir / "best.pt", device), indent=2))
+    if measured_path.exists():
+        row.update(json.loads(measured_path.read_text()))
+    return row
+
+
+def measure_in_subprocess(checkpoint: Path, device: str) -> dict:
+    """Inference throughput and peak memory of a checkpoint on its test split, in a fresh process."""
+    command = [sys.executable, "-m", "geognn.training.compare", "--measure", str(checkpoint), "--device", device]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {checkpoint} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_inference(checkpoint: Union[str, Path], device: str = "auto", repeats: int = 3) -> dict:
+    """Structures per second predicted (energies, and forces for force-trained models) on the test
+    split, best of ``repeats`` passes after a warm-up batch, and the peak memory of doing so
+    (CUDA: peak memory allocated by torch; CPU: peak resident set of the whole process, which
+    loads only this checkpoint and its test split)."""
+    import resource
+
+    from torch_geometric.loader import DataLoader
+
+    from geognn._checks import resolve_device
+    from geognn.models import load_checkpoint, model_from_checkpoint
+    from geognn.training.evaluate import _dataset_for
+
+    checkpoint = load_checkpoint(checkpoint)
+    device = resolve_device(device)
+    model = model_from_checkpoint(checkpoint, device=device).requires_grad_(False)
+    dataset, _, _ = _dataset_for(checkpoint, None, "test", model.atomic_reference.dtype)
+    train = from_dict(TrainConfig, checkpoint["train_config"])
+    forces = train.loss.forces_weight > 0 and model.uses_positions
+    batches = [batch.to(device) for batch in DataLoader(dataset, batch_size=train.data.batch_size)]
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    model(batches[0], compute_forces=forces)
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for batch in batches:
+            model(batch, compute_forces=forces)
+        sync()
+        best = min(best, time.perf_counter() - start)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"inference_per_s": len(dataset) / best, "peak_memory_mb": peak_mb, "device": str(device)}
+
+
+# ------------------------------------------------------------------------------------ leaderboard
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One line per model: means (and the sample std of the test MAE) over its seeds, best first."""
+    summary = []
+    for label in dict.fromkeys(row["model"] for row in rows):
+        runs = [row for row in rows if row["model"] == label]
+        maes = [row["energy_mae"] for row in runs]
+        forces = [row["forces_mae"] for row in runs if row.get("forces_mae") is not None]
+        summary.append({
+            "model": label,
+            "parameters": runs[0]["parameters"],
+            "seeds": len(runs),
+            "unit": runs[0]["unit"],
+            "energy_mae": _mean(maes),
+            "energy_mae_std": _std(maes),
+            "forces_mae": _mean(forces) if forces else None,
+            "forces_mae_std": _std(forces) if forces else None,
+            "train_s": _mean([row["train_s"] for row in runs]),
+            "inference_per_s": _mean([row.get("inference_per_s", math.nan) for row in runs]),
+            "peak_memory_mb": max(row.get("peak_memory_mb", math.nan) for row in runs),
+        })
+    key = "forces_mae" if all(s["forces_mae"] is not None for s in summary) else "energy_mae"
+    return sorted(summary, key=lambda s: s[key])
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _std(values) -> float:
+    if len(values) < 2:
+        return math.nan
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _scaled(value: Optional[float], unit: str) -> tuple[float, str]:
+    scale, shown = (1000.0, "meV") if unit == "eV" else (1.0, unit)
+    return (value * scale if value is not None else math.nan), shown
+
+
+def write_leaderboard(rows: list[dict], out: Union[str, Path]) -> list[Path]:
+    """``leaderboard.md``, ``leaderboard.csv`` (one line per run) and ``leaderboard.png``."""
+    out = Path(out)
+    summary = summarize(rows)
+    unit = summary[0]["unit"]
+    _, shown = _scaled(0.0, unit)
+    with_forces = all(s["forces_mae"] is not None for s in summary)
+    header = ["rank", "model", "parameters", f"test MAE ({shown})"]
+    if with_forces:
+        header.append(f"test force MAE ({shown}/Å)")
+    header += ["training time (s)", "inference (structures/s)", "peak memory (MB)", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + " |"]
+    for rank, s in enumerate(summary, 1):
+        mae, _ = _scaled(s["energy_mae"], unit)
+        std, _ = _scaled(s["energy_mae_std"], unit)
+        cells = [str(rank), s["model"], f"{s['parameters']:,}", _pm(mae, std)]
+        if with_forces:
+            fmae, _ = _scaled(s["forces_mae"], unit)
+            fstd, _ = _scaled(s["forces_mae_std"], unit)
+            cells.append(_pm(fmae, fstd))
+        cells += [f"{s['train_s']:.0f}", f"{s['inference_per_s']:.0f}", f"{s['peak_memory_mb']:.0f}", str(s["seeds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    md = out / "leaderboard.md"
+    md.write_text("\n".join(lines) + "\n")
+    table = out / "leaderboard.csv"
+    fields = ["model", "seed", "parameters", "unit", "energy_mae", "forces_mae", "train_s", "steps",
+              "inference_per_s", "peak_memory_mb", "device", "run_dir"]
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return [md, table, _plot(rows, out / "leaderboard.png", unit)]
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+
+
+def _plot(rows: list[dict], path: Path, unit: str) -> Path:
+    from geognn.training.plots import _pyplot
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for k, label in enumerate(dict.fromkeys(row["model"] for row in rows)):
+        runs = [row for row in rows if row["model"] == label]
+        values = [_scaled(row["energy_mae"], unit)[0] for row in runs]
+        axis.scatter([row["train_s"] for row in runs], values, label=label, color=f"C{k % 10}", s=40)
+    axis.set_xlabel("training time (s)")
+    axis.set_ylabel(f"test MAE ({_scaled(0.0, unit)[1]})")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("one point per run")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def compare(config: Union[CompareConfig, str, Path], measure: bool = True, log=print) -> tuple[list[dict], list[Path]]:
+    """Run (or finish) a comparison and write its leaderboard; returns the rows and the files."""
+    if not isinstance(config, CompareConfig):
+        config = load_compare(config)
+    rows = run_all(config, measure=measure, log=log)
+    return rows, write_leaderboard(rows, config.base.log.run_dir)
+
+
+def _main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="measure a checkpoint's inference (used by geognn compare)")
+    parser.add_argument("--measure", required=True)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure_inference(args.measure, args.device)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
+
+
+__all__ = ["CompareConfig", "parse_compare", "load_compare", "compare", "run_all", "write_leaderboard",
+           "summarize", "measure_inference"]
