@@ -131,7 +131,8 @@ def run_all(config: CompareConfig, measure: bool = True, log=print) -> list[dict
 def run_row(label: str, seed: int, run_dir: Path, device: str, measure: bool) -> dict:
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     info = json.loads((run_dir / "run.json").read_text())
-    wall = max((row["wall_s"] for row in read_log(run_dir) if row.get("wall_s") is not None), default=float("nan"))
+    log_rows = read_log(run_dir)
+    wall = max((row["wall_s"] for row in log_rows if row.get("wall_s") is not None), default=float("nan"))
     row = {
         "model": label,
         "seed": seed,
@@ -140,7 +141,8 @@ def run_row(label: str, seed: int, run_dir: Path, device: str, measure: bool) ->
         "energy_mae": metrics["energy_mae"],
         "forces_mae": metrics.get("forces_mae"),
         "train_s": wall,
-        "steps": metrics["step"],
+        "steps": max((row["step"] for row in log_rows), default=0),
+        "best_step": metrics["step"],
         "run_dir": str(run_dir),
     }
     measured_path = run_dir / "measured.json"
@@ -163,10 +165,9 @@ def measure_in_subprocess(checkpoint: Path, device: str) -> dict:
 def measure_inference(checkpoint: Union[str, Path], device: str = "auto", repeats: int = 3) -> dict:
     """Structures per second predicted (energies, and forces for force-trained models) on the test
     split, best of ``repeats`` passes after a warm-up batch, and the peak memory of doing so
-    (CUDA: peak memory allocated by torch; CPU: peak resident set of the whole process, which
-    loads only this checkpoint and its test split)."""
-    import resource
-
+    (CUDA: peak memory allocated by torch; CPU: the peak resident set during prediction above
+    the resident set of the loaded model and data, where Linux lets the peak be reset, else the
+    process's whole peak)."""
     from torch_geometric.loader import DataLoader
 
     from geognn._checks import resolve_device
@@ -189,6 +190,7 @@ def measure_inference(checkpoint: Union[str, Path], device: str = "auto", repeat
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    start_mb = _reset_peak_rss()
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
@@ -199,8 +201,39 @@ def measure_inference(checkpoint: Union[str, Path], device: str = "auto", repeat
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak_mb = _peak_rss_mb(start_mb)
     return {"inference_per_s": len(dataset) / best, "peak_memory_mb": peak_mb, "device": str(device)}
+
+
+def _status_mb(field_name: str) -> Optional[float]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> Optional[float]:
+    """Reset Linux's peak-resident mark (VmHWM) to the current resident set and return that, or None.
+
+    (getrusage's ru_maxrss cannot be reset and even keeps the parent's peak across fork and exec.)"""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return _status_mb("VmRSS")
+
+
+def _peak_rss_mb(start: Optional[float]) -> float:
+    """Peak resident memory since `_reset_peak_rss` above its ``start``; the whole process's otherwise."""
+    peak = _status_mb("VmHWM")
+    if peak is None:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak - start if start is not None else peak
 
 
 # ------------------------------------------------------------------------------------ leaderboard
@@ -271,7 +304,7 @@ def write_leaderboard(rows: list[dict], out: Union[str, Path]) -> list[Path]:
     md = out / "leaderboard.md"
     md.write_text("\n".join(lines) + "\n")
     table = out / "leaderboard.csv"
-    fields = ["model", "seed", "parameters", "unit", "energy_mae", "forces_mae", "train_s", "steps",
+    fields = ["model", "seed", "parameters", "unit", "energy_mae", "forces_mae", "train_s", "steps", "best_step",
               "inference_per_s", "peak_memory_mb", "device", "run_dir"]
     with open(table, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")

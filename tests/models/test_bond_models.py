@@ -298,3 +298,25 @@ def test_structure_level_output_gets_scale_shift_and_references():
     offset = torch.zeros(2, dtype=torch.float64).index_add_(0, batch, 0.5 + model.atomic_reference[z])
     torch.testing.assert_close(model(data)[keys.ENERGY], 2 * raw + offset, atol=1e-12, rtol=0)
 
+
+
+def test_1wl_hexagon_and_two_triangles():
+    """examples/wl_hexagon_vs_triangles.py: 1-WL and the 1-WL-bounded 2D models cannot tell a 6-cycle
+    from two triangles (every atom has two neighbours of the same kind); GPS's random-walk encodings
+    can (a walk returns after 3 steps only in a triangle); 3D models see the different distances."""
+    import runpy
+    from pathlib import Path
+
+    example = runpy.run_path(str(Path(__file__).parents[2] / "examples" / "wl_hexagon_vs_triangles.py"))
+    shapes = [example["hexagon"](), example["two_triangles"]()]
+    graphs = [example["bond_graph"](torch.tensor(a.numbers), torch.tensor(a.positions))[0] for a in shapes]
+    assert [g.shape[1] for g in graphs] == [12, 12]
+    assert example["wl_histogram"](torch.tensor(shapes[0].numbers), graphs[0]) == example["wl_histogram"](
+        torch.tensor(shapes[1].numbers), graphs[1])
+    for name in ("gcn", "sage", "gat", "gin", "mpnn", "gps", "schnet", "painn"):
+        for seed in range(2):
+            torch.manual_seed(seed)
+            model = build_model(name).double().eval()
+            hexagon, triangles = (model(atoms_to_data(a, dtype=torch.float64))[keys.ENERGY].detach() for a in shapes)
+            separated = bool((hexagon - triangles).abs() > 1e-8)
+            assert separated == (name in ("gps", "schnet", "painn")), name

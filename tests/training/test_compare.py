@@ -42,7 +42,7 @@ def test_compare_trains_every_model_and_seed_and_writes_the_leaderboard(tmp_path
     for row in rows:
         run = tmp_path / "cmp" / row["model"] / f"seed{row['seed']}"
         stored = json.loads((run / "test_metrics.json").read_text())
-        assert row["energy_mae"] == stored["energy_mae"] and row["inference_per_s"] > 0 and row["peak_memory_mb"] > 0
+        assert row["energy_mae"] == stored["energy_mae"] and row["inference_per_s"] > 0 and row["peak_memory_mb"] >= 0
         assert json.loads((run / "run.json").read_text())["parameters"] == row["parameters"]
     # Identical conditions: the same data split and budget; the seed changes the initial weights.
     by_seed = {(r["model"], r["seed"]): r["energy_mae"] for r in rows}

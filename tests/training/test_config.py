@@ -95,10 +95,16 @@ def test_every_section_field_has_a_default():
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "train").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_parse_and_build_their_model(path):
-    """Every recipe in train/ is a valid TrainConfig whose model options build the model (a typo fails here)."""
+    """Every recipe in train/ is a valid TrainConfig (or comparison) whose model options build the model
+    (a typo fails here)."""
     from geognn.models import build_model
+    from geognn.training.compare import load_compare
 
-    config = load_config(path)
-    options = {key: (15.0 if value == "auto" else value) for key, value in config.model.options.items()}
-    model = build_model(config.model.name, **options)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    if path.name.startswith("compare_"):
+        sections = list(load_compare(path).models.values())
+    else:
+        sections = [load_config(path).model]
+    for section in sections:
+        options = {key: (15.0 if value == "auto" else value) for key, value in section.options.items()}
+        model = build_model(section.name, **options)
+        assert sum(p.numel() for p in model.parameters()) > 0
