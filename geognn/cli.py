@@ -45,6 +45,18 @@ def _set_values(mapping: dict, assignments: Sequence[str]) -> dict:
     return mapping
 
 
+def _command_overrides(args) -> list[str]:
+    """``--set`` pairs plus those that ``--run-dir``, ``--device`` and ``--no-progress`` stand for."""
+    overrides = list(args.set or [])
+    if args.run_dir is not None:
+        overrides.append(f"log.run_dir={args.run_dir}")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    if args.no_progress:
+        overrides.append("log.progress=false")
+    return overrides
+
+
 def _train(args) -> int:
     from geognn.training import format_metrics, load_config
     from geognn.training.trainer import fit, resume_config
@@ -57,13 +69,7 @@ def _train(args) -> int:
         config = load_config(args.recipe)
     else:
         raise SystemExit("geognn train: give a recipe (train/*.yaml) or --resume RUN_DIR")
-    overrides = list(args.set or [])
-    if args.run_dir is not None:
-        overrides.append(f"log.run_dir={args.run_dir}")
-    if args.device is not None:
-        overrides.append(f"device={args.device}")
-    if args.no_progress:
-        overrides.append("log.progress=false")
+    overrides = _command_overrides(args)
     config = _apply_overrides(config, overrides)
     result = fit(config, resume=args.resume is not None)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
@@ -90,13 +96,7 @@ def _compare(args) -> int:
     if not path.exists():
         raise FileNotFoundError(f"comparison recipe {path} does not exist")
     mapping = yaml.safe_load(path.read_text()) or {}
-    overrides = list(args.set or [])
-    if args.run_dir is not None:
-        overrides.append(f"log.run_dir={args.run_dir}")
-    if args.device is not None:
-        overrides.append(f"device={args.device}")
-    if args.no_progress:
-        overrides.append("log.progress=false")
+    overrides = _command_overrides(args)
     for section in ("log", "optim", "data", "loss"):
         mapping.setdefault(section, {})
     _, files = compare(parse_compare(_set_values(mapping, overrides)), measure=not args.no_measure)
