@@ -3,7 +3,7 @@
     python benchmarks/bond_graph_qm9.py [--every K] [--limit N] [--scales 1.1 1.15 1.2 1.25 1.3]
 
 For every QM9 molecule (qm9pack's CSVs: coordinates and the SMILES of the relaxed geometry),
-builds `geognn.graph.bond_graph` at each scale and checks it against the SMILES with
+builds `geognn.graph.bond_graph` (with its bond lengths) at each scale and checks it against the SMILES with
 `geognn.testing.same_bond_graph` (same heavy-atom graph with the same hydrogens on each atom;
 for the default scale also the same bond orders from `bond_orders`). SMILES that the small
 reader refuses (none in QM9's Kekulé SMILES) are counted apart. Prints one line per scale and a
@@ -21,7 +21,7 @@ import torch
 from ase.data import atomic_numbers
 
 from geognn.data.qm9 import _QM9PACK_FILES, qm9pack_data_dir
-from geognn.graph import BOND_SCALE, bond_graph, bond_orders, edge_vectors
+from geognn.graph import BOND_SCALE, bond_orders, bonds_with_lengths
 from geognn.testing import same_bond_graph
 
 
@@ -53,7 +53,7 @@ def main() -> None:
     for index, smiles, z, pos in qm9_molecules(args.limit, args.every):
         total += 1
         for scale in args.scales:
-            edge_index, _ = bond_graph(z, pos, scale=scale)
+            edge_index, _, length = bonds_with_lengths(z, pos, scale=scale)
             try:
                 same = same_bond_graph(smiles, z, edge_index)
             except ValueError:
@@ -62,7 +62,6 @@ def main() -> None:
             agree[scale] += same
             if scale == BOND_SCALE:
                 if same:
-                    _, length = edge_vectors(pos, edge_index)
                     orders_agree += same_bond_graph(smiles, z, edge_index, bond_orders(z, edge_index, length))
                 elif len(failures) < 10:
                     failures.append((index, smiles))

@@ -11,13 +11,12 @@ import torch
 from ase.build import molecule
 
 from geognn.data import atoms_to_data
-from geognn.graph import bond_graph, bond_orders, edge_vectors
+from geognn.graph import bond_orders, bonds_with_lengths
 from geognn.models import build_model
 
 ethanol = molecule("CH3CH2OH")
 z, pos = torch.tensor(ethanol.numbers), torch.tensor(ethanol.positions)
-edge_index, _ = bond_graph(z, pos)  # both directions of each bond
-_, length = edge_vectors(pos, edge_index)
+edge_index, _, length = bonds_with_lengths(z, pos)  # both directions of each bond
 orders = bond_orders(z, edge_index, length)
 symbols = ethanol.get_chemical_symbols()
 for (j, i), order, d in zip(edge_index.T.tolist(), orders.tolist(), length.tolist()):

@@ -3,7 +3,7 @@
 Models choose their graph by name from `GRAPH_BUILDERS` (see `geognn.graph.builders`).
 """
 
-from geognn.graph.bonds import BOND_SCALE, bond_atom_features, bond_graph, bond_orders
+from geognn.graph.bonds import BOND_SCALE, bond_atom_features, bond_graph, bond_orders, bonds_with_lengths
 from geognn.graph.builders import GRAPH_BUILDERS, GraphEdges, build_edges, register_graph_builder
 from geognn.graph.encodings import random_walk_pe
 from geognn.graph.edges import edge_vectors, lattice_offsets
@@ -17,6 +17,7 @@ __all__ = [
     "lattice_offsets",
     "triplets",
     "bond_graph",
+    "bonds_with_lengths",
     "bond_orders",
     "bond_atom_features",
     "BOND_SCALE",

@@ -50,6 +50,21 @@ def _radius_table(device, dtype) -> Tensor:
     return torch.as_tensor(covalent_radii, device=device, dtype=dtype)
 
 
+def _bond_length_table() -> tuple[Tensor, Tensor]:
+    """Per element: reference radii for single, double and triple bonds [Z, 3], and whether the
+    element takes multiple bonds [Z] (built once; `bond_orders` moves it to the data's device)."""
+    table = torch.zeros(len(covalent_radii), MAX_BOND_ORDER, dtype=torch.float64)
+    table[:, 0] = torch.as_tensor(covalent_radii, dtype=torch.float64)  # single bonds: Cordero's radii
+    multiple = torch.zeros(len(covalent_radii), dtype=torch.bool)
+    for number, radii in _MULTIPLE_BOND_RADII.items():
+        table[number] = torch.tensor(radii, dtype=torch.float64)
+        multiple[number] = True
+    return table, multiple
+
+
+_BOND_LENGTHS, _MULTIPLE = _bond_length_table()
+
+
 def bond_graph(
     z: Tensor,
     pos: Tensor,
@@ -65,6 +80,20 @@ def bond_graph(
     ``edge_index[0]``, receiver ``edge_index[1]``). ``cell`` [B, 3, 3] and ``pbc`` [B, 3]
     make the search periodic, and ``edge_shift`` holds each sender's lattice image.
     """
+    edge_index, edge_shift, _ = bonds_with_lengths(z, pos, batch, scale=scale, cell=cell, pbc=pbc)
+    return edge_index, edge_shift
+
+
+def bonds_with_lengths(
+    z: Tensor,
+    pos: Tensor,
+    batch: Optional[Tensor] = None,
+    *,
+    scale: float = BOND_SCALE,
+    cell: Optional[Tensor] = None,
+    pbc: Optional[Tensor] = None,
+) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    """`bond_graph` plus the length of each bond [E] (detached), which the search measures anyway."""
     if not scale > 0:
         raise ValueError(f"bond scale must be positive, got {scale}")
     if z.shape != pos.shape[:1]:
@@ -85,17 +114,13 @@ def bond_graph(
             edge_offset = lattice_offsets(edge_index, edge_shift, cell.detach(), batch)
         _, length = edge_vectors(pos, edge_index, edge_offset)
         bonded = length <= scale * (radii[edge_index[0]] + radii[edge_index[1]])
-    return edge_index[:, bonded], None if edge_shift is None else edge_shift[bonded]
+    return edge_index[:, bonded], None if edge_shift is None else edge_shift[bonded], length[bonded]
 
 
 def bond_orders(z: Tensor, edge_index: Tensor, edge_len: Tensor) -> Tensor:
     """Bond order 1, 2 or 3 of each bond [E] (long), from its length (see the module docstring)."""
-    table = edge_len.new_zeros(len(covalent_radii), MAX_BOND_ORDER)
-    table[:, 0] = _radius_table(edge_len.device, edge_len.dtype)  # single bonds: Cordero's radii
-    multiple = torch.zeros(len(covalent_radii), dtype=torch.bool, device=edge_len.device)
-    for number, radii in _MULTIPLE_BOND_RADII.items():
-        table[number] = torch.tensor(radii, dtype=edge_len.dtype)
-        multiple[number] = True
+    table = _BOND_LENGTHS.to(device=edge_len.device, dtype=edge_len.dtype)
+    multiple = _MULTIPLE.to(edge_len.device)
     zi, zj = z[edge_index[1]], z[edge_index[0]]
     reference = table[zi] + table[zj]  # [E, 3]
     mismatch = (edge_len.detach().unsqueeze(-1) - reference).abs()

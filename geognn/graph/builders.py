@@ -17,11 +17,9 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
 
-import torch
 from torch import Tensor
 
-from geognn.graph.bonds import BOND_SCALE, bond_graph, bond_orders
-from geognn.graph.edges import edge_vectors, lattice_offsets
+from geognn.graph.bonds import BOND_SCALE, bond_orders, bonds_with_lengths
 from geognn.graph.radius import periodic_radius_graph, radius_graph
 
 
@@ -68,8 +66,5 @@ def radius_edges(z, pos, batch, cell=None, pbc=None, *, cutoff: float, max_num_n
 def bond_edges(z, pos, batch, cell=None, pbc=None, *, scale: float = BOND_SCALE) -> GraphEdges:
     if z is None:
         raise ValueError("the bond graph needs the atomic numbers z")
-    edge_index, edge_shift = bond_graph(z, pos, batch, scale=scale, cell=cell, pbc=pbc)
-    with torch.no_grad():
-        offset = None if edge_shift is None else lattice_offsets(edge_index, edge_shift, cell.detach(), batch)
-        _, length = edge_vectors(pos.detach(), edge_index, offset)
+    edge_index, edge_shift, length = bonds_with_lengths(z, pos, batch, scale=scale, cell=cell, pbc=pbc)
     return GraphEdges(edge_index, edge_shift, bond_orders(z, edge_index, length))

@@ -50,9 +50,10 @@ class EnergyModelConfig:
 class AtomGraph(NamedTuple):
     """A graph over the atoms of a batch, as handed to `EnergyModel.atomic_energies`.
 
-    The geometry fields are None when no positions were given; for a model that does not use
-    positions (``uses_positions = False``) they are computed from detached positions, so no
-    gradient reaches the coordinates through them.
+    `EnergyModel.build_graph` always fills the geometry; the fields are Optional for graphs
+    made without positions. For a model that does not use positions (``uses_positions =
+    False``) they are computed from detached positions, so no gradient reaches the coordinates
+    through them.
     """
 
     edge_index: Tensor  # [2, E] (sender j, receiver i)

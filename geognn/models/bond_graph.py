@@ -24,6 +24,7 @@ breaks), so they declare ``uses_positions = False`` and refuse forces and stress
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -62,13 +63,14 @@ class BondGraphConfig(EnergyModelConfig):
 class BondGraphModel(EnergyModel):
     """Base of the 2D models: embedding, residual convolutions on the bond graph, atom-wise readout.
 
-    A subclass sets ``Config`` and ``name`` and implements `make_conv` (one layer) and, when its
-    layer takes more than ``(h, edge_index)``, `convolve`.
+    A subclass sets ``Config`` and ``name``, implements `make_conv` (one layer), and sets
+    ``conv_takes_edge_features`` when its layer is called as ``conv(h, edge_index, edge_features)``.
     """
 
     Config = BondGraphConfig
     graph_builder = "bonds"
     uses_positions = False
+    conv_takes_edge_features: ClassVar[bool] = False
 
     def __init__(self, config: BondGraphConfig):
         super().__init__(config)
@@ -88,6 +90,8 @@ class BondGraphModel(EnergyModel):
         raise NotImplementedError
 
     def convolve(self, conv: nn.Module, h: Tensor, graph: AtomGraph, edge_features: Tensor) -> Tensor:
+        if self.conv_takes_edge_features:
+            return conv(h, graph.edge_index, edge_features)
         return conv(h, graph.edge_index)
 
     def node_inputs(self, z: Tensor, graph: AtomGraph) -> Tensor:
@@ -147,6 +151,7 @@ class GAT(BondGraphModel):
 
     Config = GATConfig
     name = "gat"
+    conv_takes_edge_features = True
 
     def __init__(self, config: GATConfig):
         check_heads(config.hidden_channels, config.heads)
@@ -156,19 +161,14 @@ class GAT(BondGraphModel):
         F, heads = self.config.hidden_channels, self.config.heads
         return GATv2Conv(F, F // heads, heads=heads, edge_dim=MAX_BOND_ORDER)
 
-    def convolve(self, conv, h, graph, edge_features):
-        return conv(h, graph.edge_index, edge_features)
-
 
 class GIN(BondGraphModel):
     """Graph isomorphism network with edge features, GINE (Xu et al., ICLR 2019; Hu et al., ICLR 2020):
     ``MLP((1 + eps) h_i + Σ_j relu(h_j + W e_ij))``, as expressive as the 1-WL test."""
 
     name = "gin"
+    conv_takes_edge_features = True
 
     def make_conv(self) -> nn.Module:
         F = self.config.hidden_channels
         return GINEConv(MLP([F, F, F], self.config.activation), train_eps=True, edge_dim=MAX_BOND_ORDER)
-
-    def convolve(self, conv, h, graph, edge_features):
-        return conv(h, graph.edge_index, edge_features)

@@ -318,7 +318,7 @@ def _pm(mean: float, std: float) -> str:
 
 
 def _plot(rows: list[dict], path: Path, unit: str) -> Path:
-    from geognn.training.plots import _pyplot
+    from geognn.training.plots import _pyplot, _save
 
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4.5))
@@ -331,11 +331,7 @@ def _plot(rows: list[dict], path: Path, unit: str) -> Path:
     axis.set_yscale("log")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title("one point per run")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, "test MAE against training time, one point per run", path)
 
 
 def compare(config: Union[CompareConfig, str, Path], measure: bool = True, log=print) -> tuple[list[dict], list[Path]]:

@@ -16,6 +16,7 @@ from geognn.graph import (
     bond_atom_features,
     bond_graph,
     bond_orders,
+    bonds_with_lengths,
     build_edges,
     edge_vectors,
     random_walk_pe,
@@ -117,11 +118,17 @@ def test_periodic_bonds_equal_ase_neighbour_list(seed):
     cell = torch.tensor(atoms.cell[:]).unsqueeze(0)
     pbc = torch.tensor(atoms.pbc).unsqueeze(0)
     edge_index, shift = bond_graph(z, pos, cell=cell, pbc=pbc)
-    i, j, S = neighbor_list("ijS", atoms, [BOND_SCALE * covalent_radii[n] for n in atoms.numbers])
+    i, j, S, d = neighbor_list("ijSd", atoms, [BOND_SCALE * covalent_radii[n] for n in atoms.numbers])
     # ASE lists (centre i, neighbour j at j + S): our sender is j, receiver i.
     expected = {(int(b), int(a), *map(int, s)) for a, b, s in zip(i, j, S)}
     assert len(expected) > 0
     assert _edge_set(edge_index, shift) == expected
+    # The lengths the search measured are the bonds' lengths.
+    same_edges, same_shift, length = bonds_with_lengths(z, pos, cell=cell, pbc=pbc)
+    assert torch.equal(same_edges, edge_index) and torch.equal(same_shift, shift)
+    ase_length = {(int(b), int(a), *map(int, s)): float(x) for a, b, s, x in zip(i, j, S, d)}
+    ours = {(int(a), int(b), *map(int, s)): float(x) for a, b, s, x in zip(edge_index[0], edge_index[1], shift, length)}
+    assert ours == pytest.approx(ase_length, abs=1e-10)
 
 
 def test_diamond_silicon_has_four_bonds_per_atom():
@@ -189,7 +196,8 @@ def test_smiles_reader():
 def test_registry_builds_radius_and_bond_graphs():
     assert {"radius", "bonds"} <= set(GRAPH_BUILDERS)
     atoms = molecule("CH3CH2OH")
-    z, pos, batch = torch.tensor(atoms.numbers), torch.tensor(atoms.positions), torch.zeros(len(atoms), dtype=torch.long)
+    z, pos = torch.tensor(atoms.numbers), torch.tensor(atoms.positions)
+    batch = torch.zeros(len(atoms), dtype=torch.long)
     bonds = build_edges("bonds", z, pos, batch)
     assert bonds.edge_index.shape[1] == 16 and bonds.edge_attr.tolist() == [1] * 16
     radius = build_edges("radius", z, pos, batch, cutoff=10.0)
