@@ -5,6 +5,7 @@
     geognn evaluate CHECKPOINT [--data FILE|RECIPE.yaml] [--split test]
     geognn plot RUN_DIR
     geognn compare RECIPE.yaml [--run-dir DIR] [--device cuda] [--set optim.max_epochs=5 ...]
+    geognn expressivity [--models painn nequip:l_max=2 ...] [--pairs 2-body 4-chain ...] [--output FILE.md]
 
 Multi-process training: ``torchrun --nproc_per_node 2 -m geognn train RECIPE.yaml``.
 """
@@ -105,6 +106,27 @@ def _compare(args) -> int:
     return 0
 
 
+def _expressivity(args) -> int:
+    from pathlib import Path
+
+    from geognn import expressivity
+
+    variants = [expressivity.parse_variant(text) for text in args.models] if args.models else None
+    pairs = [expressivity.parse_pair(text) for text in args.pairs] if args.pairs else None
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    progress = None if args.no_progress else (lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    table = expressivity.run(variants, pairs, depths=args.depths, seeds=range(args.seeds), progress=progress)
+    text = expressivity.report(table)
+    print(text, end="")
+    if args.output:
+        path = Path(args.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print("written:", path)
+    return 0
+
+
 def _evaluate(args) -> int:
     from geognn.training import format_metrics
     from geognn.training.evaluate import evaluate_checkpoint
@@ -149,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     comparison.add_argument("--no-measure", action="store_true", help="skip the inference speed and memory runs")
     comparison.set_defaults(handler=_compare)
+
+    express = commands.add_parser("expressivity", help="which models separate which synthetic structure pairs")
+    express.add_argument("--models", nargs="+", metavar="MODEL",
+                         help="names in MODELS, with options as name:key=value,key=value "
+                              "(default: every model, EGNN without coordinate updates, NequIP l_max 1-3)")
+    express.add_argument("--pairs", nargs="+", metavar="PAIR",
+                         help="2-body, 3-body, chiral, K-chain, N-fold (default: those and 2-4-chain, 2-4-fold)")
+    express.add_argument("--depths", nargs="+", type=int, default=[1, 2, 3, 4], help="message-passing steps")
+    express.add_argument("--seeds", type=int, default=3, help="random weight draws per model and depth")
+    express.add_argument("--output", metavar="FILE.md", help="also write the table as markdown")
+    express.add_argument("--no-progress", action="store_true", help="no progress lines")
+    express.set_defaults(handler=_expressivity)
 
     evaluate = commands.add_parser("evaluate", help="MAE/RMSE of a checkpoint on a test split or a file")
     evaluate.add_argument("checkpoint", help="a .pt checkpoint or a run folder (its best.pt)")

@@ -4,7 +4,14 @@ Models choose their graph by name from `GRAPH_BUILDERS` (see `geognn.graph.build
 """
 
 from geognn.graph.bonds import BOND_SCALE, bond_atom_features, bond_graph, bond_orders, bonds_with_lengths
-from geognn.graph.builders import GRAPH_BUILDERS, GraphEdges, build_edges, register_graph_builder
+from geognn.graph.builders import (
+    GRAPH_BUILDERS,
+    GraphEdges,
+    build_edges,
+    edge_attributes,
+    given_edges,
+    register_graph_builder,
+)
 from geognn.graph.encodings import random_walk_pe
 from geognn.graph.edges import edge_vectors, lattice_offsets
 from geognn.graph.radius import periodic_radius_graph, radius_graph
@@ -25,5 +32,7 @@ __all__ = [
     "GRAPH_BUILDERS",
     "GraphEdges",
     "build_edges",
+    "given_edges",
+    "edge_attributes",
     "register_graph_builder",
 ]

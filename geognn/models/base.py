@@ -23,7 +23,7 @@ from torch_geometric.utils import scatter
 
 from geognn._checks import check_positions
 from geognn.data import keys
-from geognn.graph import build_edges, edge_vectors, lattice_offsets
+from geognn.graph import build_edges, edge_attributes, edge_vectors, given_edges, lattice_offsets
 from geognn.nn.mlp import lookup
 
 READOUTS = ("sum", "mean")
@@ -69,6 +69,11 @@ class AtomGraph(NamedTuple):
 class EnergyModel(nn.Module):
     """Base class: ``model(data, compute_forces=False, compute_stress=False) -> dict``.
 
+    The graph is built by the model's builder from the positions. To run the model on a graph
+    of your choosing (synthetic tests such as `geognn.expressivity`'s star graphs), pass it
+    explicitly: ``model(data, edge_index=edges)`` (and ``edge_shift=`` for periodic data). A
+    graph stored in ``data`` (PyG's QM9 ships its bonds as ``data.edge_index``) is never used.
+
     Output keys (see `geognn.data.keys`): ``energy`` [B], ``node_energy`` [N],
     ``forces`` [N, 3] when asked, ``stress`` [B, 3, 3] when asked (periodic
     data only), and whatever else the model adds (EGNN: ``pos_updated``).
@@ -91,12 +96,15 @@ class EnergyModel(nn.Module):
         size_extensive: whether the energy of structures far apart (beyond the
             graph's reach) is the sum of their energies. Models with a global
             readout or global attention (MPNN's Set2Set, GPS) set it False.
+        depth_option: the config field that sets the number of message-passing
+            steps (``num_layers``; SchNet ``num_interactions``, DimeNet ``num_blocks``).
     """
 
     Config: ClassVar[type] = EnergyModelConfig
     graph_builder: ClassVar[str] = "radius"
     uses_positions: ClassVar[bool] = True
     size_extensive: ClassVar[bool] = True
+    depth_option: ClassVar[str] = "num_layers"
 
     def __init__(self, config: EnergyModelConfig):
         super().__init__()
@@ -129,7 +137,15 @@ class EnergyModel(nn.Module):
         """Return at least ``{"node_energy": [N]}`` (before scale, shift and references)."""
         raise NotImplementedError
 
-    def forward(self, data, compute_forces: bool = False, compute_stress: bool = False) -> dict[str, Tensor]:
+    def forward(
+        self,
+        data,
+        compute_forces: bool = False,
+        compute_stress: bool = False,
+        *,
+        edge_index: Optional[Tensor] = None,
+        edge_shift: Optional[Tensor] = None,
+    ) -> dict[str, Tensor]:
         if (compute_forces or compute_stress) and not self.uses_positions:
             asked = "forces" if compute_forces else "stress"
             raise ValueError(
@@ -157,7 +173,8 @@ class EnergyModel(nn.Module):
                 symmetric = 0.5 * (strain + strain.transpose(-1, -2))
                 pos_in = pos + torch.bmm(pos.unsqueeze(1), symmetric[batch]).squeeze(1)
                 cell_in = cell + torch.bmm(cell, symmetric)
-            graph = self.build_graph(pos_in, batch, num_graphs, cell_in, pbc, z=z)
+            graph = self.build_graph(pos_in, batch, num_graphs, cell_in, pbc, z=z,
+                                     edge_index=edge_index, edge_shift=edge_shift)
             out = dict(self.atomic_energies(z, pos_in, graph))
             offset = self.energy_shift + self.atomic_reference[z]  # [N]
             reduce = self.config.readout
@@ -195,18 +212,37 @@ class EnergyModel(nn.Module):
         cell: Tensor | None = None,
         pbc: Tensor | None = None,
         z: Tensor | None = None,
+        edge_index: Tensor | None = None,
+        edge_shift: Tensor | None = None,
     ) -> AtomGraph:
-        """The model's graph with edge geometry (``z`` is needed by builders that look at elements)."""
-        edges = build_edges(self.graph_builder, z, pos, batch, cell, pbc, **self.graph_options())
+        """The model's graph with edge geometry (``z`` is needed by builders that look at elements).
+
+        With ``edge_index`` (and ``edge_shift`` for periodic data) the given edges are used
+        instead of the builder's search; they are checked, must lie within the model's cutoff
+        (beyond it the envelope silences them), and get the builder's edge attributes.
+        """
+        if edge_index is None:
+            if edge_shift is not None:
+                raise ValueError("edge_shift was given without edge_index")
+            edges = build_edges(self.graph_builder, z, pos, batch, cell, pbc, **self.graph_options())
+        else:
+            edges = given_edges(edge_index.to(pos.device), batch, edge_shift, periodic=cell is not None)
         if not self.uses_positions:
             pos, cell = pos.detach(), None if cell is None else cell.detach()
         edge_offset = None
         if edges.edge_shift is not None:
             edge_offset = lattice_offsets(edges.edge_index, edges.edge_shift, cell, batch)
         edge_vec, edge_len = edge_vectors(pos, edges.edge_index, edge_offset)
-        return AtomGraph(
-            edges.edge_index, edge_vec, edge_len, edge_offset, batch, num_graphs, edges.edge_shift, edges.edge_attr
-        )
+        edge_attr = edges.edge_attr
+        if edge_index is not None:
+            cutoff = self.graph_options().get("cutoff")
+            if cutoff is not None and edge_len.numel() and float(edge_len.detach().max()) > cutoff:
+                raise ValueError(
+                    f"an explicitly given edge is {float(edge_len.detach().max()):.3f} Å long, beyond the model's cutoff "
+                    f"{cutoff} Å, where its messages vanish; build the model with a larger cutoff"
+                )
+            edge_attr = edge_attributes(self.graph_builder, z, edges.edge_index, edge_len)
+        return AtomGraph(edges.edge_index, edge_vec, edge_len, edge_offset, batch, num_graphs, edges.edge_shift, edge_attr)
 
     def _check_input(self, z: Tensor, pos: Tensor) -> None:
         check_positions(pos)

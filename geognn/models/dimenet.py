@@ -100,6 +100,7 @@ class DimeNet(EnergyModel):
 
     Config = DimeNetConfig
     name = "dimenet"
+    depth_option = "num_blocks"
 
     def __init__(self, config: DimeNetCommonConfig):
         super().__init__(config)

@@ -43,6 +43,7 @@ class SchNet(EnergyModel):
 
     Config = SchNetConfig
     name = "schnet"
+    depth_option = "num_interactions"
 
     def __init__(self, config: SchNetConfig):
         super().__init__(config)

@@ -6,7 +6,7 @@ from ase.build import bulk, molecule
 from torch_geometric.data import Data
 
 from geognn.data import atoms_to_data, keys
-from geognn.models import EGNN, MODELS, build_model
+from geognn.models import EGNN, MODELS, AtomGraph, build_model
 from geognn.testing import molecules, to_batch
 
 SMALL = {"hidden_channels": 8, "num_layers": 2}
@@ -96,3 +96,89 @@ def test_neighbour_limit_reaches_the_graph_and_warns():
 def test_repr_lists_the_config():
     text = repr(small(vector_channels=2))
     assert "vector_channels=2" in text and "cutoff=5.0" in text
+
+
+# ---- an explicitly given graph (model(data, edge_index=...)) ----
+
+EXPLICIT_MODELS = ["egnn", "schnet", "painn", "dimenet++", "nequip", "gin", "mpnn"]
+
+
+@pytest.mark.parametrize("name", EXPLICIT_MODELS)
+def test_explicit_graph_equal_to_the_builders_gives_the_same_outputs(name):
+    """Handing a model the very edges its builder finds (in shuffled order) changes nothing:
+    energies, and forces where the model has them. This pins that the given graph goes
+    through the same geometry and (for bond graphs) the same edge attributes."""
+    torch.manual_seed(0)
+    model = build_model(name).double().eval()
+    batch = to_batch(molecules()[:3])
+    z, pos = batch[keys.ATOMIC_NUMBERS], batch[keys.POSITIONS]
+    graph = model.build_graph(pos, batch.batch, batch.num_graphs, z=z)
+    order = torch.randperm(graph.edge_index.shape[1])
+    forces = model.uses_positions
+    ours = model(batch, compute_forces=forces, edge_index=graph.edge_index[:, order])
+    reference = model(batch, compute_forces=forces)
+    torch.testing.assert_close(ours[keys.ENERGY], reference[keys.ENERGY], rtol=1e-10, atol=1e-10)
+    if forces:
+        torch.testing.assert_close(ours[keys.FORCES], reference[keys.FORCES], rtol=1e-10, atol=1e-10)
+
+
+def test_explicit_graph_is_used_and_a_data_field_is_not():
+    """A sparser graph changes the energy to what the layers give on exactly that graph (its
+    edge vectors written out by hand); an ``edge_index`` stored in the data (PyG's QM9 keeps
+    its bonds there) is ignored unless passed explicitly."""
+    model = small(cutoff=3.0)
+    pos = torch.tensor([[0.0, 0, 0], [1.2, 0, 0], [-0.6, 1.0, 0]], dtype=torch.float64)
+    data = Data(z=torch.tensor([6, 8, 8]), pos=pos)
+    star = torch.tensor([[1, 2, 0, 0], [0, 0, 1, 2]])  # no O-O edge, though within the cutoff
+    full = model(data)[keys.ENERGY]
+    on_star = model(data, edge_index=star)[keys.ENERGY]
+    assert not torch.allclose(full, on_star)
+    edge_vec = pos[star[0]] - pos[star[1]]
+    graph = AtomGraph(star, edge_vec, edge_vec.norm(dim=-1), None, torch.zeros(3, dtype=torch.long), 1)
+    by_hand = model.atomic_energies(data.z, pos, graph)[keys.NODE_ENERGY].sum()
+    torch.testing.assert_close(on_star, by_hand.view(1))
+    stored = Data(z=data.z, pos=pos, edge_index=star)
+    torch.testing.assert_close(model(stored)[keys.ENERGY], full)
+
+
+def test_explicit_periodic_graph_with_shifts_gives_the_same_stress():
+    """Periodic structures take the lattice image of each sender with the edges; the energy,
+    forces and stress then equal those on the builder's own graph."""
+    model = small()
+    atoms = bulk("Si", "diamond", a=5.43).repeat((1, 1, 2))
+    atoms.rattle(0.05, seed=1)
+    data = atoms_to_data(atoms, dtype=torch.float64)
+    batch = to_batch([atoms])
+    graph = model.build_graph(batch.pos, batch.batch, 1, batch.cell, batch.pbc, z=batch.z)
+    ours = model(data, compute_forces=True, compute_stress=True, edge_index=graph.edge_index,
+                 edge_shift=graph.edge_shift)
+    reference = model(data, compute_forces=True, compute_stress=True)
+    for key in (keys.ENERGY, keys.FORCES, keys.STRESS):
+        torch.testing.assert_close(ours[key], reference[key], rtol=1e-10, atol=1e-12)
+
+
+def test_bad_explicit_graphs_are_named():
+    model = small(cutoff=3.0)
+    data = to_batch(molecules()[:2])
+    n = int((data.batch == 0).sum())
+    cases = [
+        (torch.tensor([0, 1]), "must be a \\[2, E\\] tensor"),
+        (torch.tensor([[0.0, 1.0], [1.0, 0.0]]), "must be a long tensor"),
+        (torch.tensor([[0, 999], [1, 0]]), "outside 0"),
+        (torch.tensor([[0, 1], [0, 2]]), "self-loops"),
+        (torch.tensor([[0, n], [n, 0]]), "different structures"),
+    ]
+    for edge_index, message in cases:
+        with pytest.raises((ValueError, TypeError), match=message):
+            model(data, edge_index=edge_index)
+    far = molecules()[0]
+    far.positions[1] += [20.0, 0, 0]
+    with pytest.raises(ValueError, match="beyond the model's cutoff"):
+        model(to_batch([far]), edge_index=torch.tensor([[0, 1], [1, 0]]))
+    with pytest.raises(ValueError, match="edge_shift was given without edge_index"):
+        model(data, edge_shift=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="edge_shift is for periodic"):
+        model(data, edge_index=torch.tensor([[0, 1], [1, 0]]), edge_shift=torch.zeros(2, 3))
+    crystal = atoms_to_data(bulk("Si", "diamond", a=5.43), dtype=torch.float64)
+    with pytest.raises(ValueError, match="need edge_shift"):
+        model(crystal, edge_index=torch.tensor([[0, 1], [1, 0]]))
