@@ -131,6 +131,23 @@ def three_body_pair() -> GeometricPair:
                       "equal distances and angles at the centre (Pozdnyakov et al. 2020)")
 
 
+def four_body_pair() -> GeometricPair:
+    """Seven neighbours whose triples (with the centre: 4-body) agree as multisets, up to reflection.
+
+    Six fixed neighbours, four cube corners (±1, ±1, ±1) and three octahedron vertices at
+    1.3 Å along the axes, plus a seventh at (0, 0, -1.3) or (0, 0, +1.3). For every triple
+    of neighbours r_i, r_j, r_k the Gram matrix (three lengths, three angles at the centre)
+    occurs equally often in both, so 2-, 3- and unsigned 4-body invariants all agree; the
+    signed volumes det(r_i, r_j, r_k) and the 5-body invariants differ, and the two are not
+    congruent. We found it by exhaustive search over 7-atom subsets of a cube plus an
+    octahedron (the 4-body counterexamples of Pozdnyakov et al. 2020 follow the same idea:
+    one atom placed at one of two positions around a fixed set).
+    """
+    fixed = [[-1.0, -1, -1], [-1, -1, 1], [-1, 1, -1], [1, -1, 1], [-1.3, 0, 0], [1.3, 0, 0]]
+    return _star_pair("4-body", "body order", fixed + [[0, 0, -1.3]], fixed + [[0, 0, 1.3]],
+                      "equal distances, angles and unsigned triple invariants at the centre; signed volumes differ")
+
+
 def chiral_pair() -> GeometricPair:
     """A centre with four neighbours at different distances, and its mirror image (x -> -x).
 
@@ -193,8 +210,8 @@ def symmetric_pair(n: int) -> GeometricPair:
 
 
 def default_pairs() -> list[GeometricPair]:
-    """The suite `run` uses by default: body order, chirality, k-chains 2-4, n-fold symmetry 2-4."""
-    return [two_body_pair(), three_body_pair(), chiral_pair(), *(k_chain_pair(k) for k in (2, 3, 4)),
+    """The suite `run` uses by default: body order 2-4, chirality, k-chains 2-4, n-fold symmetry 2-4."""
+    return [two_body_pair(), three_body_pair(), four_body_pair(), chiral_pair(), *(k_chain_pair(k) for k in (2, 3, 4)),
             *(symmetric_pair(n) for n in (2, 3, 4))]
 
 
@@ -372,8 +389,8 @@ def run(variants: Optional[Sequence[Variant]] = None, pairs: Optional[Sequence[G
 
 
 def parse_pair(text: str) -> GeometricPair:
-    """A pair by name: "2-body", "3-body", "chiral", "K-chain" (K >= 2) or "N-fold" (N >= 2)."""
-    fixed = {"2-body": two_body_pair, "3-body": three_body_pair, "chiral": chiral_pair}
+    """A pair by name: "2-body", "3-body", "4-body", "chiral", "K-chain" (K >= 2) or "N-fold" (N >= 2)."""
+    fixed = {"2-body": two_body_pair, "3-body": three_body_pair, "4-body": four_body_pair, "chiral": chiral_pair}
     if text in fixed:
         return fixed[text]()
     number, _, kind = text.partition("-")
@@ -415,5 +432,5 @@ def parse_variant(text: str) -> Variant:
 
 
 __all__ = ["GeometricPair", "Variant", "Separation", "ExpressivityTable", "two_body_pair", "three_body_pair",
-           "chiral_pair", "k_chain_pair", "symmetric_pair", "default_pairs", "default_variants", "random_model",
+           "four_body_pair", "chiral_pair", "k_chain_pair", "symmetric_pair", "default_pairs", "default_variants", "random_model",
            "separation", "pair_outputs", "run", "parse_variant", "parse_pair", "report", "star_edges", "path_edges"]

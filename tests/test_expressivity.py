@@ -72,6 +72,41 @@ def test_three_body_pair_has_equal_angle_triples_but_is_not_congruent():
     assert not congruent(a, b, proper=False)
 
 
+def triple_grams(r, signed=False):
+    """Multiset over neighbour triples of their Gram matrix up to reordering (and det, if signed:
+    then only cyclic reorderings, which keep its sign)."""
+    rows = []
+    for triple in itertools.combinations(range(len(r)), 3):
+        orders = list(itertools.permutations(triple))
+        if signed:
+            orders = [triple[i:] + triple[:i] for i in range(3)]
+        forms = []
+        for order in orders:
+            m = r[list(order)]
+            form = [round(float(x), 9) for x in (m @ m.T).flatten()]
+            forms.append(tuple(form + ([round(float(torch.linalg.det(m)), 9)] if signed else [])))
+        rows.append(min(forms))
+    return sorted(rows)
+
+
+def neighbour_views(r):
+    """Per neighbour: its length and the multiset of (length, dot product) with every other one."""
+    return sorted((round(float(r[j].norm()), 9),
+                   tuple(sorted((round(float(r[k].norm()), 9), round(float(r[j] @ r[k]), 9))
+                                for k in range(len(r)) if k != j)))
+                  for j in range(len(r)))
+
+
+def test_four_body_pair_has_equal_unsigned_triples_but_differs():
+    """Every triple of neighbours has the same Gram matrix in both (4-body invariants with the
+    centre), signed volumes differ, and the environments are not congruent."""
+    pair = ex.four_body_pair()
+    a, b = neighbours(pair.pos_a), neighbours(pair.pos_b)
+    assert triple_grams(a) == triple_grams(b)
+    assert triple_grams(a, signed=True) != triple_grams(b, signed=True)
+    assert not congruent(a, b, proper=False)
+
+
 def test_chiral_pair_is_a_mirror_image_and_not_a_rotation():
     pair = ex.chiral_pair()
     a, b = neighbours(pair.pos_a), neighbours(pair.pos_b)
@@ -153,6 +188,21 @@ def test_nequip_with_one_layer_is_a_two_body_model():
     """NequIP's last layer outputs scalars only, from Y^0 of each edge alone: with one layer
     the energy is a sum over edges of functions of distances, and the 2-body pair looks alike."""
     assert not separated("nequip", ex.two_body_pair(), 1, l_max=2)
+
+
+def test_dimenet_on_a_star_never_separates_the_four_body_pair():
+    """On a star graph a neighbour's only neighbour is the centre, so DimeNet's messages into
+    the centre never carry angles, and the message to neighbour j, at every block, is a
+    function of j's distance and the multiset of (distance, angle at the centre) of the
+    others: j's view. The 4-body pair has the same views (asserted here), so DimeNet++ is
+    blind to it at any depth, although it separates the 3-body pair, whose views differ."""
+    four, three = ex.four_body_pair(), ex.three_body_pair()
+    assert neighbour_views(neighbours(four.pos_a)) == neighbour_views(neighbours(four.pos_b))
+    assert neighbour_views(neighbours(three.pos_a)) != neighbour_views(neighbours(three.pos_b))
+    for depth in (1, 2, 3):
+        assert not separated("dimenet++", four, depth)
+    assert separated("dimenet++", three, 1)
+    assert separated("painn", four, 3)
 
 
 def test_painn_needs_two_layers_for_the_three_body_pair():
