@@ -100,10 +100,15 @@ def periodic_radius_graph(
     cell, pbc = _check_periodic(cell, pbc, batch, pos)
 
     with torch.no_grad():
+        # Search in a reduced basis of the same lattice (reduced = op @ cell, op unimodular), so a
+        # strongly sheared cell needs no more images than its reduced form; shifts found in the
+        # reduced basis map back as s = s_reduced @ op.
+        op = reduction_ops(cell.detach(), pbc)  # [B, 3, 3] long
+        reduced = op.double() @ cell.detach().double()
         # Search in float64 on positions wrapped into the cell, so that the
         # number of images per direction follows from the cell alone.
-        lattice = cell.detach().double() * pbc.unsqueeze(-1)  # [B, 3, 3], zero rows off-pbc
-        dual = torch.linalg.inv(periodic_gram(cell.detach().double(), pbc)) @ lattice
+        lattice = reduced * pbc.unsqueeze(-1)  # [B, 3, 3], zero rows off-pbc
+        dual = torch.linalg.inv(periodic_gram(reduced, pbc)) @ lattice
         pos64 = pos.detach().double()
         frac = torch.einsum("ni,nki->nk", pos64, dual[batch])
         wrap = torch.floor(frac)  # [N, 3], zero along non-periodic directions
@@ -132,6 +137,7 @@ def periodic_radius_graph(
         not_self = (sender != receiver) | lattice_shift.any(-1)
         sender, receiver, lattice_shift = sender[not_self], receiver[not_self], lattice_shift[not_self]
         edge_shift = lattice_shift.double() - wrap[sender] + wrap[receiver]
+        edge_shift = torch.bmm(edge_shift.unsqueeze(1), op[batch[sender]].double()).squeeze(1)  # original basis
         edge_vec = image_pos[image[not_self]] - wrapped[receiver]
 
     edge_index = torch.stack([sender, receiver])
@@ -139,6 +145,24 @@ def periodic_radius_graph(
         edge_index, edge_shift, edge_vec, pos.shape[0], r, max_num_neighbors
     )
     return edge_index, edge_shift.to(pos.dtype)
+
+
+def reduction_ops(cell: Tensor, pbc: Tensor) -> Tensor:
+    """Unimodular integer matrices [B, 3, 3] with ``op @ cell`` a Minkowski-reduced basis.
+
+    Only periodic directions are reduced (ASE's `minkowski_reduce`); rows of non-periodic
+    directions stay as they are. Structures without periodic directions get the identity.
+    """
+    from ase.geometry.minkowski_reduction import minkowski_reduce
+
+    cells, flags = cell.double().cpu().numpy(), pbc.cpu().numpy()
+    ops = []
+    for one_cell, one_pbc in zip(cells, flags):
+        if one_pbc.any():
+            ops.append(torch.from_numpy(minkowski_reduce(one_cell, pbc=one_pbc)[1].astype("int64")))
+        else:
+            ops.append(torch.eye(3, dtype=torch.long))
+    return torch.stack(ops).to(cell.device)
 
 
 def _check_batch(batch: Tensor | None, pos: Tensor) -> Tensor:

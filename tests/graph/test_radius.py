@@ -331,6 +331,54 @@ def test_graph_does_not_depend_on_the_cell_basis(pbc, M):
     assert len(reduced) == skewed_ei.shape[1] > 0
 
 
+def random_shear(rng, pbc, size=6):
+    """A random unimodular integer matrix mixing only periodic directions (entries up to ``size``)."""
+    M = np.eye(3, dtype=int)
+    periodic = [k for k in range(3) if pbc[k]]
+    for _ in range(4):
+        if len(periodic) < 2:
+            break
+        i, j = rng.choice(periodic, size=2, replace=False)
+        E = np.eye(3, dtype=int)
+        E[i, j] = int(rng.integers(-size, size + 1))
+        M = E @ M
+    return M
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_sheared_cells_give_identical_edges(seed):
+    """A strongly sheared basis of the same lattice is searched in its reduced form: the edge
+    set, shifts mapped back (s = s' @ M), equals the unsheared cell's, and equals brute force."""
+    rng = np.random.default_rng(100 + seed)
+    pbc = PBC_PATTERNS[seed % 7]  # every pattern with at least one periodic direction
+    pos_np, cell_np, r = random_periodic_structure(rng, pbc, seed % 2 == 0, True, max_atoms=6)
+    r = min(r, 4.0)
+    M = random_shear(rng, pbc)
+    pos, cell, pbc_t = torch.tensor(pos_np, dtype=DTYPE), torch.tensor(cell_np, dtype=DTYPE), torch.tensor(pbc)
+    skewed = torch.tensor(M, dtype=DTYPE) @ cell
+    reference = set(edge_set(*periodic_radius_graph(pos, r, cell, pbc_t)))
+    edge_index, edge_shift = check_periodic_graph(pos, r, skewed, pbc_t)
+    mapped = {(j, i, *(np.array(s) @ M).tolist()) for j, i, *s in edge_set(edge_index, edge_shift)}
+    assert mapped == reference
+
+
+def test_reduction_ops_are_unimodular_and_undo_a_shear():
+    """``op @ cell`` is a basis of the same lattice (|det op| = 1) as short as the cell it was
+    sheared from; non-periodic rows stay as they are."""
+    from geognn.graph.radius import reduction_ops
+
+    base = np.diag([3.0, 4.0, 5.0])
+    M = np.array([[1, 0, 0], [6, 1, 0], [-5, 4, 1]])
+    cells = torch.tensor(np.stack([M @ base, M @ base, base]), dtype=DTYPE)
+    pbc = torch.tensor([[True, True, True], [True, True, False], [False, False, False]])
+    ops = reduction_ops(cells, pbc)
+    assert ops.dtype == torch.long and torch.linalg.det(ops.double()).abs().tolist() == [1.0, 1.0, 1.0]
+    reduced = ops.double() @ cells
+    assert sorted(reduced[0].norm(dim=-1).tolist()) == pytest.approx([3.0, 4.0, 5.0])
+    torch.testing.assert_close(reduced[1][2], cells[1][2])  # the non-periodic row is kept
+    assert torch.equal(ops[2], torch.eye(3, dtype=torch.long))
+
+
 def test_all_false_pbc_equals_molecule_graph():
     rng = np.random.default_rng(11)
     pos = torch.tensor(rng.uniform(0, 4, size=(25, 3)), dtype=DTYPE)
