@@ -124,12 +124,19 @@ class EGNNLayer(ScalarVectorMessagePassing):
         """
         self._check_shapes(h, pos, edge_index, v, edge_attr)
         sender, receiver = edge_index
-        edge_vec = pos[sender] - pos[receiver]  # x_j - x_i, [E, 3]
+        edge_vec = pos.index_select(0, sender) - pos.index_select(0, receiver)  # x_j - x_i, [E, 3]
         if edge_offset is not None:
             edge_vec = edge_vec + edge_offset
-        return self.propagate(
-            edge_index, h=h, pos=pos, v=v, edge_vec=edge_vec, edge_attr=edge_attr, edge_weight=edge_weight
-        )
+        # φ_e's first linear map of (h_i, h_j, |x_ij|², a_ij) is W_i h_i + W_j h_j + ...: apply
+        # W_i and W_j once per atom and gather the results per edge (node-sized matmuls
+        # instead of one edge-sized matmul on the concatenation); same function, same weights.
+        first = self.edge_mlp[0]
+        F = self.hidden_channels
+        to_receiver = h @ first.weight[:, :F].t()  # [N, F]
+        to_sender = torch.addmm(first.bias, h, first.weight[:, F : 2 * F].t())  # [N, F]
+        messages = self.message(to_receiver.index_select(0, receiver), to_sender.index_select(0, sender),
+                                edge_vec, edge_attr, edge_weight)
+        return self.update(self.aggregate(messages, receiver, dim_size=h.shape[0]), h, pos, v)
 
     def message(
         self,
@@ -139,9 +146,17 @@ class EGNNLayer(ScalarVectorMessagePassing):
         edge_attr: Optional[Tensor],
         edge_weight: Optional[Tensor],
     ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        """Messages of eqs. 3-4; ``h_i``, ``h_j`` [E, F] are the receiver's and sender's rows of
+        φ_e's first linear map (W_i h_i and W_j h_j + b)."""
         sq_len = edge_vec.pow(2).sum(-1, keepdim=True)  # [E, 1]
-        features = [h_i, h_j, sq_len] + ([edge_attr] if edge_attr is not None else [])
-        message = self.edge_mlp(torch.cat(features, dim=-1))  # [E, F]
+        first = self.edge_mlp[0]
+        F = self.hidden_channels
+        pre = torch.addcmul(h_i + h_j, sq_len, first.weight[:, 2 * F])  # + w_d |x_ij|²
+        if edge_attr is not None:
+            pre = pre + edge_attr @ first.weight[:, 2 * F + 1 :].t()
+        message = pre
+        for module in list(self.edge_mlp)[1:]:  # activation, second linear, activation
+            message = module(message)  # [E, F]
         if self.attention_gate is not None:
             message = message * torch.sigmoid(self.attention_gate(message))
         weight = sq_len.new_ones(sq_len.shape) if edge_weight is None else edge_weight.unsqueeze(-1)

@@ -43,9 +43,13 @@ class ScalarVectorMessagePassing(MessagePassing):
         ptr: Optional[Tensor] = None,
         dim_size: Optional[int] = None,
     ) -> tuple[Optional[Tensor], ...]:
+        # index_add_ (sum over receivers): its backward is an index_select, cheaper than the
+        # gather of a broadcast index that scatter_add needs, under double backward too.
+        if dim_size is None:
+            dim_size = int(index.max()) + 1 if index.numel() else 0
         return tuple(
             None
             if message is None
-            else self.aggr_module(message, index, ptr=ptr, dim_size=dim_size, dim=0) / self.avg_num_neighbors
+            else message.new_zeros((dim_size, *message.shape[1:])).index_add_(0, index, message) / self.avg_num_neighbors
             for message in inputs
         )

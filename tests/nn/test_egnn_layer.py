@@ -108,3 +108,55 @@ def test_repr_and_reset():
     before = [p.clone() for p in layer.parameters()]
     layer.reset_parameters()
     assert any(not torch.equal(a, b) for a, b in zip(before, layer.parameters()))
+
+
+def test_one_step_equals_the_paper_equations_written_out_per_edge():
+    """EGNN eqs. 3-6 (with geognn's envelope weight w_ij, normalisation c = 1 and n̄), evaluated edge
+    by edge in plain Python on a 4-atom graph with the layer's own weights. Pins what symmetry
+    tests cannot: that m_ij is built from (h_i, h_j, |x_ij|²) in that order, that the residual
+    is added once, that the update divides x_ij by |x_ij| + c, and that sums are divided by n̄."""
+    torch.manual_seed(3)
+    g = torch.Generator().manual_seed(5)
+    n, n_bar = 4, 1.75  # exactly representable: the layer keeps n̄ in a buffer made in float32
+    h = torch.randn(n, F, dtype=torch.float64, generator=g)
+    pos = torch.randn(n, 3, dtype=torch.float64, generator=g)
+    v = torch.randn(n, FV, 3, dtype=torch.float64, generator=g)
+    edge_index = torch.tensor([[1, 2, 0, 3, 0], [0, 0, 1, 1, 3]])  # (j, i): not symmetric on purpose
+    edge_attr = torch.randn(5, 2, dtype=torch.float64, generator=g)
+    weight = torch.rand(5, dtype=torch.float64, generator=g)
+    layer = EGNNLayer(F, edge_channels=2, vector_channels=FV, avg_num_neighbors=n_bar).double()
+    torch.nn.init.normal_(layer.coord_mlp[-1].weight)  # a visible position update
+    h_out, pos_out, v_out = layer(h, pos, edge_index, v, edge_attr, weight)
+
+    silu = torch.nn.functional.silu
+
+    def mlp(seq, x, last=False):
+        linears = [m for m in seq if isinstance(m, torch.nn.Linear)]
+        for k, lin in enumerate(linears):
+            x = lin.weight @ x + lin.bias if lin.bias is not None else lin.weight @ x
+            if k < len(linears) - 1 or last:
+                x = silu(x)
+        return x
+
+    m_sum = [torch.zeros(F, dtype=torch.float64) for _ in range(n)]
+    x_sum = [torch.zeros(3, dtype=torch.float64) for _ in range(n)]
+    v_sum = [torch.zeros(FV, 3, dtype=torch.float64) for _ in range(n)]
+    for e in range(edge_index.shape[1]):
+        j, i = int(edge_index[0, e]), int(edge_index[1, e])
+        x_ij = pos[i] - pos[j]
+        d2 = (x_ij * x_ij).sum()
+        m_ij = mlp(layer.edge_mlp, torch.cat([h[i], h[j], d2.view(1), edge_attr[e]]), last=True)  # eq. 3
+        unit = x_ij / (d2.sqrt() + 1.0)
+        m_sum[i] = m_sum[i] + weight[e] * m_ij
+        x_sum[i] = x_sum[i] + weight[e] * unit * mlp(layer.coord_mlp, m_ij)  # eq. 4
+        v_sum[i] = v_sum[i] + weight[e] * unit.view(1, 3) * mlp(layer.vector_edge, m_ij).view(FV, 1)
+    for i in range(n):
+        m_i = m_sum[i] / n_bar  # eq. 5
+        expected_h = h[i] + mlp(layer.node_mlp, torch.cat([h[i], m_i, (v[i] ** 2).sum(-1)]))  # eq. 6
+        expected_x = pos[i] + x_sum[i] / n_bar
+        gated = v[i] * (layer.vector_gate.weight @ h[i] + layer.vector_gate.bias).view(FV, 1) + v_sum[i] / n_bar
+        expected_v = layer.vector_mix.weight @ gated
+        torch.testing.assert_close(h_out[i], expected_h, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(pos_out[i], expected_x, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(v_out[i], expected_v, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(pos_out, pos)
