@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -18,6 +20,9 @@ from geognn.data.collated import CollatedDataset
 from geognn.data.units import energy_unit_factor
 
 PathLike = Union[str, os.PathLike]
+
+# Version of the processed cache's layout; a change makes old caches stale.
+CACHE_VERSION = 1
 
 # Formats whose frames are "count line, comment line, one line per atom", so
 # that a failing frame's first line number can be reported.
@@ -100,6 +105,13 @@ class ASEDataset(CollatedDataset):
         dtype: floating dtype of positions, cells, forces and stress.
         transform: applied to each item on access, as in PyG.
         progress: show a progress bar while reading.
+        cache: where to keep the processed frames (collated tensors) so that a
+            reload takes seconds: True (default) uses a ``processed/`` folder
+            beside the first file, a path names the folder, False reads the
+            files every time. The cache file's name holds a fingerprint of the
+            files (path, size, modification time) and of the options above, so
+            a changed file or option rebuilds it; older caches of the same
+            files are removed. A folder that cannot be written only warns.
 
     Raises:
         DatasetFormatError: an unreadable or truncated file (naming the file,
@@ -119,6 +131,7 @@ class ASEDataset(CollatedDataset):
         dtype: Optional[torch.dtype] = None,
         transform=None,
         progress: bool = False,
+        cache: Union[bool, PathLike] = True,
     ):
         super().__init__(transform=transform)
         self.paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
@@ -127,6 +140,20 @@ class ASEDataset(CollatedDataset):
         self.label_keys = {keys.ENERGY: energy_key, keys.FORCES: forces_key, keys.STRESS: stress_key}
         self.dtype = resolve_dtype(dtype)
         self._scale = energy_unit_factor(energy_unit)
+        for path in self.paths:
+            if not path.exists():
+                raise FileNotFoundError(f"data file {path} does not exist")
+        self.cache_path = self._cache_path(cache, index, format, energy_unit)
+        if self.cache_path is not None and self.cache_path.exists():
+            stored = torch.load(self.cache_path, weights_only=True, mmap=True)
+            self._data, self.slices = Data.from_dict(stored["data"]), stored["slices"]
+            self._labels = frozenset(stored["labels"])
+            return
+        self._read_all(index, format, progress)
+        if self.cache_path is not None:
+            self._write_cache()
+
+    def _read_all(self, index, format, progress: bool) -> None:
         frames: list[Data] = []
         self._labels: Optional[frozenset] = None
         for path in self.paths:
@@ -141,6 +168,38 @@ class ASEDataset(CollatedDataset):
                     frame[keys.PBC] = torch.zeros(1, 3, dtype=torch.bool)
         self._data, self.slices = self.collate(frames)
 
+    def _cache_path(self, cache, index, format, energy_unit) -> Optional[Path]:
+        if cache is False or cache is None:
+            return None
+        folder = self.paths[0].resolve().parent / "processed" if cache is True else Path(cache)
+        files = hashlib.sha256()
+        for path in self.paths:
+            stat = path.stat()
+            files.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        options = (repr(index), format, sorted(self.label_keys.items()), energy_unit, str(self.dtype), CACHE_VERSION)
+        options_digest = hashlib.sha256(repr(options).encode()).hexdigest()[:8]
+        return folder / f"{self.paths[0].stem}_{files.hexdigest()[:12]}_{options_digest}.pt"
+
+    def _write_cache(self) -> None:
+        stored = {"data": self._data.to_dict(), "slices": self.slices, "labels": sorted(self._labels)}
+        folder = self.cache_path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = self.cache_path.with_suffix(f".pt.{os.getpid()}.partial")
+            torch.save(stored, partial)
+            os.replace(partial, self.cache_path)
+        except OSError as err:
+            warnings.warn(f"could not write the dataset cache {self.cache_path} ({err}); "
+                          "the files will be read again next time (pass cache= a writable folder)", stacklevel=3)
+            return
+        # Caches of earlier versions of these files (same name, other file fingerprint) are stale;
+        # those of other options for the current files stay.
+        stem, files_digest, _ = self.cache_path.stem.rsplit("_", 2)
+        for stale in folder.glob(f"{stem}_*_*.pt"):
+            parts = stale.stem.rsplit("_", 2)
+            if len(parts) == 3 and parts[0] == stem and parts[1] != files_digest:
+                stale.unlink(missing_ok=True)
+
     @property
     def labels(self) -> frozenset:
         """The label keys every frame carries (a subset of energy, forces, stress)."""
@@ -150,8 +209,6 @@ class ASEDataset(CollatedDataset):
         import ase.io
         from ase.io.formats import filetype
 
-        if not path.exists():
-            raise FileNotFoundError(f"data file {path} does not exist")
         try:
             fmt = format or filetype(str(path), guess=True)
         except Exception as err:  # ASE raises several types for unknown files

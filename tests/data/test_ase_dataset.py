@@ -501,3 +501,58 @@ def test_split_sizes_edge_cases():
         split_sizes(130, "dimenet")
     assert split_sizes(10, (0.3, 0.3, None)) == [3, 3, 4]
     assert split_sizes(10, (10, 0)) == [10, 0]
+
+
+# ---- the processed cache ----
+
+def _frames_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert sorted(x.keys()) == sorted(y.keys())
+        for key in x.keys():
+            assert torch.equal(x[key], y[key]), key
+
+
+def test_cache_is_written_then_read_without_parsing(tmp_path, monkeypatch):
+    """The first load parses the file and writes collated tensors under processed/; the second
+    reads them (ASE's reader is not called) and gives the same items and labels."""
+    rng = np.random.default_rng(0)
+    path = _write(tmp_path, "crystals", _crystals(rng))
+    first = ASEDataset(path)
+    assert first.cache_path.parent == tmp_path / "processed" and first.cache_path.exists()
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the file was parsed again")
+
+    monkeypatch.setattr(ase.io, "iread", no_parsing)
+    second = ASEDataset(path)
+    _frames_equal(first, second)
+    assert second.labels == first.labels == frozenset({keys.ENERGY, keys.FORCES, keys.STRESS})
+    assert torch.equal(next(iter(DataLoader(second, batch_size=3))).pos, next(iter(DataLoader(first, batch_size=3))).pos)
+
+
+def test_cache_follows_the_file_and_the_options(tmp_path):
+    """A changed file or option gives another cache (the stale one of the same file is removed);
+    cache=False writes nothing; an unwritable folder only warns."""
+    rng = np.random.default_rng(1)
+    frames = _molecules(rng)
+    path = _write(tmp_path, "molecules", frames)
+    old = ASEDataset(path).cache_path
+    in_kcal = ASEDataset(path, energy_unit="kcal/mol")
+    assert in_kcal.cache_path != old and old.exists()
+    assert float(in_kcal[0].energy) == pytest.approx(float(ASEDataset(path)[0].energy) * KCAL_PER_MOL_TO_EV)
+
+    ase.io.write(path, frames[:-1], format="extxyz")  # the file changes
+    changed = ASEDataset(path, energy_unit="kcal/mol")
+    assert len(changed) == len(frames) - 1 and changed.cache_path != in_kcal.cache_path
+    assert not in_kcal.cache_path.exists() and not old.exists()
+
+    plain_dir = tmp_path / "plain"
+    plain_dir.mkdir()
+    plain = _write(plain_dir, "molecules", frames)
+    assert ASEDataset(plain, cache=False).cache_path is None and not (plain_dir / "processed").exists()
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="could not write the dataset cache"):
+        dataset = ASEDataset(plain, cache=blocked)
+    assert len(dataset) == len(frames)
