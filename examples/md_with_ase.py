@@ -35,8 +35,9 @@ parser.add_argument("--timestep", type=float, default=0.5, help="fs")
 parser.add_argument("--temperature", type=float, default=300.0, help="initial temperature, K")
 parser.add_argument("--langevin", type=float, metavar="K", help="thermostat temperature (default: NVE)")
 parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-parser.add_argument("--out", default="md.traj", help="ASE trajectory file")
+parser.add_argument("--out", default="runs/examples/md.traj", help="ASE trajectory file")
 args = parser.parse_args()
+Path(args.out).parent.mkdir(parents=True, exist_ok=True)
 
 atoms = read(SAMPLE, index=5)  # C7H10N2 at its QM9 geometry
 if len(args.checkpoints) > 1:

@@ -25,8 +25,9 @@ SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "qm9_xtb
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder from `geognn train`")
 parser.add_argument("--fmax", type=float, default=0.01, help="eV/Å")
-parser.add_argument("--out", default="opt.traj", help="ASE trajectory of the relaxation")
+parser.add_argument("--out", default="runs/examples/opt.traj", help="ASE trajectory of the relaxation")
 args = parser.parse_args()
+Path(args.out).parent.mkdir(parents=True, exist_ok=True)
 
 reference = read(SAMPLE, index=10)  # C6H10N2O at its QM9 (B3LYP) geometry
 if args.checkpoint:

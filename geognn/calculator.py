@@ -23,6 +23,7 @@ This module uses models and data conversion only, never the training code.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -75,6 +76,20 @@ def _load_energy_checkpoint(path: PathLike) -> dict:
     return checkpoint
 
 
+def _warn_if_trained_without_forces(checkpoint: dict, path: PathLike) -> None:
+    """Warn when `geognn train` fitted the checkpoint on energies alone (loss.forces_weight 0)."""
+    config = checkpoint.get("train_config") or {}
+    loss = config.get("loss") if isinstance(config, dict) else None
+    if isinstance(loss, dict) and not loss.get("forces_weight", 0):
+        warnings.warn(
+            f"{path} was trained without forces (loss.forces_weight 0): its energies were fitted at the "
+            "dataset's geometries only (QM9: equilibrium structures), and its forces are untested; "
+            "fine for single-point energies, not for MD or relaxation. Train on energies and forces "
+            "(e.g. train/qm9_xtb_egnn.yaml) for those",
+            stacklevel=3,
+        )
+
+
 class GeoGNNCalculator(Calculator):
     """An ASE calculator around a geognn model (or, through `EnsembleCalculator`, several).
 
@@ -114,6 +129,7 @@ class GeoGNNCalculator(Calculator):
         other than an energy in eV (QM9's gap, dipole, ...), raise ValueError.
         """
         checkpoint = _load_energy_checkpoint(path)
+        _warn_if_trained_without_forces(checkpoint, path)
         model = model_from_checkpoint(checkpoint).requires_grad_(False)  # forces need gradients of positions only
         elements = kwargs.pop("elements", None) or _normalization(checkpoint).get("elements")
         return cls(model, device=device, dtype=dtype, elements=elements, **kwargs)
@@ -231,6 +247,8 @@ class EnsembleCalculator(GeoGNNCalculator):
                          **kwargs) -> "EnsembleCalculator":
         """One model per checkpoint (files or run folders); all must predict the same kind of energy."""
         checkpoints = [_load_energy_checkpoint(path) for path in paths]
+        for checkpoint, path in zip(checkpoints, paths):
+            _warn_if_trained_without_forces(checkpoint, path)
         targets = {_normalization(checkpoint).get("target", "energy") for checkpoint in checkpoints}
         if len(targets) > 1:
             raise ValueError(f"the checkpoints predict different targets {sorted(targets)}; "

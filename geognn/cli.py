@@ -6,6 +6,8 @@
     geognn plot RUN_DIR
     geognn compare RECIPE.yaml [--run-dir DIR] [--device cuda] [--set optim.max_epochs=5 ...]
     geognn expressivity [--models painn nequip:l_max=2 ...] [--pairs 2-body 4-chain ...] [--output FILE.md]
+    geognn md STRUCTURE CHECKPOINT [CHECKPOINT ...] [--steps 2000 --timestep 0.5 --temperature 300 --langevin]
+    geognn relax STRUCTURE CHECKPOINT [CHECKPOINT ...] [--fmax 0.01 --optimizer fire --cell]
 
 Multi-process training: ``torchrun --nproc_per_node 2 -m geognn train RECIPE.yaml``.
 """
@@ -127,6 +129,54 @@ def _expressivity(args) -> int:
     return 0
 
 
+def _simulation_setup(args, kind: str):
+    from pathlib import Path
+
+    from geognn.dynamics import load_calculator, read_structure
+
+    atoms = read_structure(args.structure, args.index)
+    atoms.calc = load_calculator(args.checkpoints, device=args.device, dtype=args.dtype)
+    atoms.get_potential_energy()  # elements the checkpoint does not know fail here, before any output
+    stem = Path(args.structure).stem
+    trajectory = args.trajectory or f"runs/{kind}/{stem}.traj"
+    logfile = args.log or f"runs/{kind}/{stem}.log"
+    return atoms, trajectory, logfile
+
+
+def _md(args) -> int:
+    from geognn.dynamics import run_md
+
+    atoms, trajectory, logfile = _simulation_setup(args, "md")
+    summary = run_md(atoms, args.steps, args.timestep, args.temperature, "langevin" if args.langevin else "nve",
+                     args.friction, trajectory, logfile, args.interval, args.seed, progress=not args.no_progress)
+    print(f"{atoms.get_chemical_formula()}: {summary.line()}")
+    print(f"written: {trajectory}, {logfile}")
+    return 0
+
+
+def _relax(args) -> int:
+    from geognn.dynamics import run_relax
+
+    atoms, trajectory, logfile = _simulation_setup(args, "relax")
+    summary = run_relax(atoms, args.fmax, args.steps, args.optimizer, args.cell, trajectory, logfile,
+                        progress=not args.no_progress)
+    print(f"{atoms.get_chemical_formula()}: {summary.line()}")
+    print(f"written: {trajectory}, {logfile}")
+    return 0 if summary.converged else 2
+
+
+def _simulation_arguments(command) -> None:
+    command.add_argument("structure", help="a structure file ASE reads (xyz, extxyz, cif, POSCAR, .traj, ...)")
+    command.add_argument("checkpoints", nargs="+", help="checkpoint file(s) or run folder(s); several: an ensemble")
+    command.add_argument("--index", default=0, help="which frame of the file (default 0; ASE index, e.g. -1)")
+    command.add_argument("--device", default="cpu")
+    command.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    command.add_argument("--steps", type=int, help="number of steps")
+    command.add_argument("--trajectory", help="ASE .traj output (default runs/<command>/<structure>.traj)")
+    command.add_argument("--log", help="log file (default runs/<command>/<structure>.log)")
+    command.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _evaluate(args) -> int:
     from geognn.training import format_metrics
     from geognn.training.evaluate import evaluate_checkpoint
@@ -183,6 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     express.add_argument("--output", metavar="FILE.md", help="also write the table as markdown")
     express.add_argument("--no-progress", action="store_true", help="no progress lines")
     express.set_defaults(handler=_expressivity)
+
+    md = commands.add_parser("md", help="molecular dynamics (NVE or Langevin) with a checkpoint or an ensemble")
+    _simulation_arguments(md)
+    md.set_defaults(steps=2000)
+    md.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    md.add_argument("--temperature", type=float, default=300.0, help="K: initial velocities, and the Langevin bath")
+    md.add_argument("--langevin", action="store_true", help="Langevin thermostat at --temperature (default: NVE)")
+    md.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs (default 0.01)")
+    md.add_argument("--interval", type=int, default=10, help="write a frame and a log line every N steps")
+    md.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the thermostat")
+    md.set_defaults(handler=_md)
+
+    relax = commands.add_parser("relax", help="geometry optimisation (BFGS or FIRE) with a checkpoint or an ensemble")
+    _simulation_arguments(relax)
+    relax.set_defaults(steps=1000)
+    relax.add_argument("--fmax", type=float, default=0.01, help="stop when the largest force is below this, eV/Å")
+    relax.add_argument("--optimizer", default="bfgs", choices=["bfgs", "fire"])
+    relax.add_argument("--cell", action="store_true", help="relax the cell too (periodic structures; uses the stress)")
+    relax.set_defaults(handler=_relax)
 
     evaluate = commands.add_parser("evaluate", help="MAE/RMSE of a checkpoint on a test split or a file")
     evaluate.add_argument("checkpoint", help="a .pt checkpoint or a run folder (its best.pt)")
