@@ -105,6 +105,11 @@ class ASEDataset(CollatedDataset):
         dtype: floating dtype of positions, cells, forces and stress.
         transform: applied to each item on access, as in PyG.
         progress: show a progress bar while reading.
+        group_by: record which group each frame belongs to, as ``group`` [1]
+            (long), so that ``data.split_by: molecule`` keeps groups in one
+            split: ``"file"`` (the file's position in ``paths``) or the name
+            of a per-frame ``info`` value (extxyz comment key, e.g.
+            ``qm9_index``); values are numbered in order of appearance.
         cache: where to keep the processed frames (collated tensors) so that a
             reload takes seconds: True (default) uses a ``processed/`` folder
             beside the first file, a path names the folder, False reads the
@@ -132,6 +137,7 @@ class ASEDataset(CollatedDataset):
         transform=None,
         progress: bool = False,
         cache: Union[bool, PathLike] = True,
+        group_by: Optional[str] = None,
     ):
         super().__init__(transform=transform)
         self.paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
@@ -140,6 +146,8 @@ class ASEDataset(CollatedDataset):
         self.label_keys = {keys.ENERGY: energy_key, keys.FORCES: forces_key, keys.STRESS: stress_key}
         self.dtype = resolve_dtype(dtype)
         self._scale = energy_unit_factor(energy_unit)
+        self.group_by = group_by
+        self._groups: dict = {}
         for path in self.paths:
             if not path.exists():
                 raise FileNotFoundError(f"data file {path} does not exist")
@@ -156,7 +164,8 @@ class ASEDataset(CollatedDataset):
     def _read_all(self, index, format, progress: bool) -> None:
         frames: list[Data] = []
         self._labels: Optional[frozenset] = None
-        for path in self.paths:
+        for number, path in enumerate(self.paths):
+            self._file_number = number
             frames.extend(self._read(path, index, format, progress))
         if not frames:
             raise DatasetFormatError(f"no structures in {', '.join(map(str, self.paths))} (index={index!r})")
@@ -176,7 +185,8 @@ class ASEDataset(CollatedDataset):
         for path in self.paths:
             stat = path.stat()
             files.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-        options = (repr(index), format, sorted(self.label_keys.items()), energy_unit, str(self.dtype), CACHE_VERSION)
+        options = (repr(index), format, sorted(self.label_keys.items()), energy_unit, str(self.dtype), self.group_by,
+                   CACHE_VERSION)
         options_digest = hashlib.sha256(repr(options).encode()).hexdigest()[:8]
         return folder / f"{self.paths[0].stem}_{files.hexdigest()[:12]}_{options_digest}.pt"
 
@@ -242,6 +252,13 @@ class ASEDataset(CollatedDataset):
             data = atoms_to_data(atoms, dtype=self.dtype)
         except ValueError as err:
             raise DatasetFormatError(f"{where}: {err}") from None
+        if self.group_by is not None:
+            value = self._file_number if self.group_by == "file" else atoms.info.get(self.group_by)
+            if value is None:
+                raise DatasetFormatError(f"{where}: no {self.group_by!r} in the frame's info to group by "
+                                         f"(it has {sorted(atoms.info)})")
+            key = value.item() if hasattr(value, "item") else value
+            data[keys.GROUP] = torch.tensor([self._groups.setdefault(key, len(self._groups))])
         found = set()
         for label, name in self.label_keys.items():
             if name is None:

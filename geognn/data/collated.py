@@ -72,6 +72,38 @@ def random_split_indices(num: int, sizes: SplitSizes, seed: int = 42) -> list[Te
     return list(torch.split(perm[: sum(counts)], counts))
 
 
+def group_split_indices(groups: Tensor, sizes: SplitSizes, seed: int = 42) -> list[Tensor]:
+    """Disjoint index tensors over structures that keep every group (molecule) in one part.
+
+    ``groups`` [num] holds each structure's group id. The sizes are resolved against the
+    number of structures as in `random_split_indices`; groups are taken in a seeded random
+    order and each part receives whole groups until it holds at least its size (so a part
+    may exceed its size by less than one group; "the rest" takes what remains).
+    """
+    groups = torch.as_tensor(groups).reshape(-1)
+    counts = split_sizes(groups.numel(), sizes)
+    unique, inverse = torch.unique(groups, return_inverse=True)
+    if unique.numel() < len([c for c in counts if c > 0]):
+        raise ValueError(f"only {unique.numel()} group(s) to share among {len(counts)} split parts; "
+                         "a split by molecule needs more molecules than parts")
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(unique.numel(), generator=generator)
+    members = [[] for _ in range(unique.numel())]
+    for index, group in enumerate(inverse.tolist()):
+        members[group].append(index)
+    parts, part, filled = [[] for _ in counts], 0, 0
+    wanting = lambda after: sum(1 for c in counts[after:] if c > 0)  # parts after `part` that need a group
+    for taken, group in enumerate(order.tolist()):
+        left = unique.numel() - taken  # groups not yet placed, this one included
+        while part < len(counts) - 1 and (filled >= counts[part] or (filled > 0 and left <= wanting(part + 1))):
+            part, filled = part + 1, 0
+        if part == len(counts) - 1 and filled >= counts[part]:
+            break
+        parts[part].extend(members[group])
+        filled += len(members[group])
+    return [torch.tensor(sorted(p), dtype=torch.long) for p in parts]
+
+
 def flat_storage(
     node: Mapping[str, Tensor], graph: Mapping[str, Tensor], num_atoms: Tensor
 ) -> tuple[Data, dict[str, Tensor]]:
@@ -107,6 +139,15 @@ class CollatedDataset(InMemoryDataset):
 
     def __init__(self, transform=None):
         super().__init__(root=None, transform=transform)
+
+    def structure_values(self, key: str) -> Tensor:
+        """A per-structure value [len(self)] (e.g. ``group``) for every structure of this dataset or view."""
+        values = self._data[key].reshape(-1)
+        if values.shape[0] != self.slices[key].shape[0] - 1:
+            raise ValueError(f"{key!r} is not one value per structure")
+        if self._indices is not None:
+            values = values[torch.as_tensor(list(self.indices()), dtype=torch.long)]
+        return values
 
     def split(self, sizes: SplitSizes = (0.8, 0.1, None), seed: int = 42) -> list["CollatedDataset"]:
         """Seeded random splits of this dataset (or of the subset it views).

@@ -48,6 +48,7 @@ PTR = "ptr"  # [B + 1] long, offsets of each structure's atoms (added by PyG's B
 # ---- dataset extras (what `geognn.data` loaders attach besides the labels below) ----
 QM9_TARGETS = "y"  # [B, 16] float64, QM9's targets in geognn.data.qm9.ALL_TARGETS order and UNITS
 DATASET_INDEX = "idx"  # [B] long, the structure's index in its source (QM9: 1-based molecule number)
+GROUP = "group"  # [B] long, which molecule (or file, or info value) a structure belongs to; data.split_by keeps groups whole
 
 # ---- graph (what `geognn.graph` produces) ----
 EDGE_INDEX = "edge_index"  # [2, E] long, (sender j, receiver i)
@@ -81,6 +82,7 @@ TRANSFORMS = {
     BATCH: "node:scalar",
     QM9_TARGETS: "graph:scalar",
     DATASET_INDEX: "graph:scalar",
+    GROUP: "graph:scalar",
     ENERGY: "graph:scalar",
     NODE_ENERGY: "node:scalar",
     FORCES: "node:vector",

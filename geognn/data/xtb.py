@@ -331,7 +331,8 @@ class QM9xTB(ASEDataset):
 
     Reads ``<root>/qm9_xtb.extxyz``, generating it first when it is missing
     (which needs ``tblite``). Items carry ``energy`` (eV, float64) and
-    ``forces`` (eV/Å), plus the extxyz ``info`` of where each came from.
+    ``forces`` (eV/Å), and ``group`` [1]: the molecule (its QM9 index, numbered in order of
+    appearance), so that ``data.split_by: molecule`` keeps a molecule's configurations together.
     ``element_energies`` [10] holds the fitted per-element energies (eV).
 
     Args:
@@ -362,7 +363,7 @@ class QM9xTB(ASEDataset):
             stored = json.loads(recipe_path.read_text())["recipe"] if recipe_path.exists() else None
             if stored != dataclasses.asdict(recipe):
                 raise ValueError(f"{root} was generated with recipe {stored}, not {dataclasses.asdict(recipe)}")
-        super().__init__(path, stress_key=None, dtype=dtype, transform=transform)
+        super().__init__(path, stress_key=None, dtype=dtype, transform=transform, group_by="qm9_index")
         self.recipe = recipe
         element_energies = json.loads((root / ELEMENT_ENERGIES_FILE).read_text())
         self.element_energies = torch.zeros(10, dtype=torch.float64)

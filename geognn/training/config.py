@@ -44,6 +44,10 @@ class DataSection:
     ``split`` is a named split (``dimenet``) or sizes (counts or fractions,
     one may be null for the rest), drawn with ``split_seed``; ``subset``
     first keeps that many structures at random (``subset_seed``).
+    ``split_by: molecule`` keeps all configurations of a molecule in one split
+    (the dataset must record groups: QM9-xTB does, ASE files with
+    ``options.group_by``); sizes then count structures and each part gets
+    whole molecules until it is full. Null splits structure by structure.
 
     ``batch_size`` is per process: with DDP over P processes each optimizer
     step sees P × batch_size structures.
@@ -58,6 +62,7 @@ class DataSection:
     options: dict = field(default_factory=dict)
     split: Union[str, list] = field(default_factory=lambda: [0.8, 0.1, None])
     split_seed: int = 42
+    split_by: Optional[str] = None
     subset: Optional[int] = None
     subset_seed: int = 0
     batch_size: int = 32
@@ -68,6 +73,8 @@ class DataSection:
 
     def __post_init__(self):
         _choose(self.atom_reference, ("fit", "none"), "data.atom_reference")
+        if self.split_by is not None:
+            _choose(self.split_by, ("molecule",), "data.split_by")
         if self.batch_size < 1:
             raise ConfigError(f"data.batch_size must be at least 1, got {self.batch_size}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Sampler
 
 from geognn.data import MD17, QM9, ASEDataset, QM9xTB, keys
-from geognn.data.collated import random_split_indices
+from geognn.data.collated import group_split_indices, random_split_indices
 from geognn.data.qm9 import UNITS as QM9_UNITS
 from geognn.training.config import ConfigError, DataSection
 
@@ -94,8 +94,17 @@ def load_splits(section: DataSection, dtype: torch.dtype):
         generator = torch.Generator().manual_seed(section.subset_seed)
         dataset = dataset.index_select(torch.randperm(len(dataset), generator=generator)[: section.subset].sort().values)
     split = section.split if isinstance(section.split, str) else list(section.split)
+    if section.split_by == "molecule" and keys.GROUP not in dataset[0]:
+        raise ConfigError(
+            f"data.split_by=molecule: the {section.dataset} dataset does not record molecules; QM9-xTB does, "
+            "and ASE files do with data.options.group_by (an info key such as qm9_index, or 'file')"
+        )
     try:
-        parts = [dataset.index_select(index) for index in random_split_indices(len(dataset), split, section.split_seed)]
+        if section.split_by == "molecule":
+            indices = group_split_indices(dataset.structure_values(keys.GROUP), split, section.split_seed)
+        else:
+            indices = random_split_indices(len(dataset), split, section.split_seed)
+        parts = [dataset.index_select(index) for index in indices]
     except (ValueError, TypeError) as err:
         raise ConfigError(f"data.split: {err}") from None
     if len(parts) not in (2, 3) or len(parts[0]) == 0 or len(parts[1]) == 0:

@@ -556,3 +556,17 @@ def test_cache_follows_the_file_and_the_options(tmp_path):
     with pytest.warns(UserWarning, match="could not write the dataset cache"):
         dataset = ASEDataset(plain, cache=blocked)
     assert len(dataset) == len(frames)
+
+
+def test_group_by_file_or_info_key(tmp_path):
+    rng = np.random.default_rng(2)
+    first, second = _write(tmp_path, "a", _molecules(rng)), _write(tmp_path, "b", _molecules(rng))
+    dataset = ASEDataset([first, second], group_by="file", cache=False)
+    assert dataset.structure_values(keys.GROUP).tolist() == [0] * 3 + [1] * 3
+    frames = _molecules(rng)
+    for number, atoms in enumerate(frames):
+        atoms.info["mol"] = "water" if number % 2 else "methane"
+    tagged = ASEDataset(_write(tmp_path, "c", frames), group_by="mol", cache=False)
+    assert tagged.structure_values(keys.GROUP).tolist() == [0, 1, 0]
+    with pytest.raises(DatasetFormatError, match="no 'molecule' in the frame's info"):
+        ASEDataset(first, group_by="molecule", cache=False)

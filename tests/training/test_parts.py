@@ -59,6 +59,45 @@ def test_load_splits_subset_and_split(tmp_path):
     assert [int(d.idx) for d in again] == [int(d.idx) for d in train]  # seeded
 
 
+def test_group_split_keeps_groups_whole_and_fills_parts():
+    from geognn.data.collated import group_split_indices
+
+    g = torch.Generator().manual_seed(0)
+    groups = torch.repeat_interleave(torch.arange(60), torch.randint(1, 12, (60,), generator=g))
+    parts = group_split_indices(groups, [0.7, 0.15, None], seed=3)
+    assert sorted(torch.cat(parts).tolist()) == list(range(groups.numel()))  # each structure once
+    owners = [set(groups[p].tolist()) for p in parts]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    largest = int(torch.bincount(groups).max())
+    assert 0 <= len(parts[0]) - int(0.7 * groups.numel()) < largest  # full, overshooting by under one group
+    assert all(len(p) > 0 for p in parts)
+    assert [p.tolist() for p in group_split_indices(groups, [0.7, 0.15, None], seed=3)] == [p.tolist() for p in parts]
+    few = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert all(len(p) == 2 for p in group_split_indices(few, [0.6, 0.2, None], seed=0))  # one molecule each
+    with pytest.raises(ValueError, match="only 2 group"):
+        group_split_indices(torch.tensor([0, 0, 1, 1]), [0.5, 0.25, None])
+
+
+def test_split_by_molecule_on_ase_data(tmp_path):
+    """data.split_by: molecule puts every configuration of a QM9 molecule in one split (the
+    sample has 3 molecules x 5 configurations); a dataset without molecule ids is refused."""
+    from geognn.training.config import ConfigError
+
+    options = {"paths": str(SAMPLES / "qm9_xtb_sample.extxyz"), "group_by": "qm9_index", "cache": False}
+    section = DataSection(dataset="ase", options=options, split=[0.6, 0.2, None], split_by="molecule")
+    _, parts, _ = load_splits(section, torch.float64)
+    molecules = [{int(d.group) for d in part} for part in parts]
+    assert [len(m) for m in molecules] == [1, 1, 1] and [len(p) for p in parts] == [5, 5, 5]
+    assert not (molecules[0] & molecules[1] or molecules[0] & molecules[2] or molecules[1] & molecules[2])
+    by_structure = load_splits(DataSection(dataset="ase", options=options, split=[0.6, 0.2, None]), torch.float64)[1]
+    assert any(len({int(d.group) for d in part}) > 1 for part in by_structure)  # the default mixes molecules
+    with pytest.raises(ConfigError, match="does not record molecules"):
+        load_splits(DataSection(dataset="ase", options={"paths": options["paths"], "cache": False},
+                                split_by="molecule"), torch.float64)
+    with pytest.raises(ConfigError, match="data.split_by"):
+        DataSection(split_by="atoms")
+
+
 def test_load_splits_target_kinds(tmp_path):
     section = DataSection(dataset="qm9", options={"root": str(tmp_path), "source": str(SAMPLES / "qm9_xyz"),
                                                   "target": "gap"}, split=[20, 5, None])
