@@ -34,6 +34,7 @@ from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from geognn._checks import FLOAT_DTYPES, resolve_device
+from geognn._malloc import keep_freed_memory
 from geognn.data import atoms_to_data, keys
 from geognn.models.base import EnergyModel
 from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint
@@ -117,6 +118,7 @@ class GeoGNNCalculator(Calculator):
 
     def __init__(self, model: EnergyModel, device=None, dtype=None, elements: Optional[Iterable[int]] = None,
                  **kwargs):
+        keep_freed_memory()  # glibc: MD steps reuse freed buffers (geognn/_malloc.py; GEOGNN_MALLOC=0 opts out)
         self._setup([model], device, dtype, elements)
         super().__init__(**kwargs)
 
@@ -235,6 +237,7 @@ class EnsembleCalculator(GeoGNNCalculator):
         models = list(models)
         if len(models) < 2:
             raise ValueError(f"an ensemble needs at least two models, got {len(models)}; use GeoGNNCalculator")
+        keep_freed_memory()
         self._setup(models, device, dtype, elements)
         Calculator.__init__(self, **kwargs)  # GeoGNNCalculator.__init__ takes one model
 

@@ -22,6 +22,8 @@ from typing import Optional, Sequence
 
 import yaml
 
+from geognn._malloc import keep_freed_memory
+
 
 def _apply_overrides(config, assignments: Sequence[str]):
     """``section.key=value`` pairs (values parsed as YAML) applied through the same checks as a recipe."""
@@ -275,6 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from geognn.training import ConfigError, TrainingDiverged
 
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # glibc: no page faults on every step's buffers (geognn/_malloc.py; GEOGNN_MALLOC=0 opts out)
     try:
         return args.handler(args)
     except (ConfigError, FileNotFoundError, FileExistsError, TrainingDiverged, DatasetFormatError, ValueError) as err:
