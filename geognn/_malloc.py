@@ -5,8 +5,9 @@ blocks above a threshold with fresh mmap'd pages and returns freed memory at the
 top of the heap to the system, so every step of a training or MD loop page-faults
 its buffers in again; on a 10,000-atom periodic MD step that doubled the cost
 (`benchmarks/README.md`). Raising the mmap and trim thresholds keeps freed memory
-for the next step. The settings match the ``MALLOC_*`` environment variables
-measured there, capped at what ``mallopt`` takes (an int).
+for the next step: every block comes from the heap (no mmap, so buffers above
+glibc's largest mmap threshold, 32 MiB, are kept too) and up to 1 GiB of freed
+memory stays at its top.
 
 Only on Linux with glibc, only once, and not when the user set ``MALLOC_*``
 variables or ``GEOGNN_MALLOC=0``. The cost: the process keeps up to
@@ -20,8 +21,9 @@ import os
 import platform
 import sys
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4  # glibc's mallopt parameters
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest (64-bit): every block below it comes from the heap
+MMAP_MAX = 0  # and none above it either: a 10k-atom step's buffers are hundreds of MB
 TRIM_THRESHOLD = 2**30  # keep up to 1 GiB of freed memory at the top of the heap
 TOP_PAD = 256 * 2**20  # grow the heap in 256 MiB steps
 
@@ -41,6 +43,7 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD))
+    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_MMAP_MAX, MMAP_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+                (M_TOP_PAD, TOP_PAD))
     _state["applied"] = all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
     return _state["applied"]
