@@ -26,6 +26,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -402,6 +403,20 @@ class Trainer:
             previous[sig] = signal.signal(sig, request_stop)
         return previous
 
+    def summary(self) -> str:
+        """What this run is about to do, printed before the first step."""
+        config = self.config
+        parameters = sum(p.numel() for p in self.model.parameters())
+        split = " by molecule" if config.data.split_by == "molecule" else ""
+        budget = f"{self.total_steps:,} steps of batch {config.data.batch_size}"
+        if config.optim.max_minutes is not None:
+            budget += f", at most {config.optim.max_minutes:g} min"
+        start = f", resuming at step {self.step:,}" if self.step else ""
+        return (f"{config.model.name}: {parameters:,} parameters, {config.dtype} on {self.device}; "
+                f"{config.data.dataset}: train {len(self.train_set):,} / val {len(self.val_set):,} / "
+                f"test {len(self.test_set):,} structures{split}, target {self.target.name} ({self.target.unit}); "
+                f"{budget}{start}; run folder {self.run_dir}")
+
     def _should_stop(self) -> Optional[str]:
         optim = self.config.optim
         flag = torch.tensor([float(self.stop_requested)], device=self.device)
@@ -419,11 +434,15 @@ class Trainer:
         config = self.config
         self._started = time.perf_counter()
         previous_handlers = self._install_signal_handlers()
-        bar = None
+        bar, plain_progress = None, False
         if self.is_main and config.log.progress:
-            from tqdm.auto import tqdm
+            print(self.summary(), file=sys.stderr, flush=True)
+            if sys.stderr.isatty():
+                from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True)
+                bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True)
+            else:  # a log file (nohup, CI): one line per log_every steps instead of carriage returns
+                plain_progress = True
         stopped = self._should_stop()
         train_stats, interval_loss, interval_steps = ErrorStats(), 0.0, 0
         try:
@@ -438,6 +457,9 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(epoch=self.epoch, loss=f"{loss:.4g}", lr=f"{lr:.2g}", refresh=False)
+                    elif plain_progress and self.step % config.log.log_every == 0:
+                        print(f"step {self.step}/{self.total_steps} epoch {self.epoch} loss {loss:.4g} lr {lr:.2g} "
+                              f"{self._wall():.0f} s", file=sys.stderr, flush=True)
                     if self.step % config.log.log_every == 0 or end_of_epoch:
                         train_stats.all_reduce()
                         if self.is_main:
@@ -447,9 +469,12 @@ class Trainer:
                     every = config.log.eval_every
                     if (every is not None and self.step % every == 0) or (every is None and end_of_epoch):
                         metrics = self.validate()
+                        line = (f"step {self.step} epoch {self.epoch}: val loss {metrics['loss']:.4g}, "
+                                f"{format_metrics(metrics, self.target.unit)}")
                         if bar is not None:
-                            bar.write(f"step {self.step} epoch {self.epoch}: val loss {metrics['loss']:.4g}, "
-                                      f"{format_metrics(metrics, self.target.unit)}")
+                            bar.write(line)
+                        elif plain_progress:
+                            print(line, file=sys.stderr, flush=True)
                     if end_of_epoch:
                         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                     stopped = self._should_stop()

@@ -208,3 +208,22 @@ def test_tensorboard_when_installed_else_a_warning(qm9_recipe):
         result = fit(config)
         assert any((result.run_dir / "tensorboard").iterdir())
     assert [row["step"] for row in read_log(result.run_dir) if row["split"] == "train"] == [1, 2]
+
+
+def test_start_summary_and_plain_progress_lines(qm9_recipe, capsys):
+    """With progress on and stderr not a terminal (pytest, CI, nohup): one summary line before
+    the first step (model, parameters, device, split sizes, target, budget, run folder), then a
+    line per log_every steps and per evaluation, and no carriage returns."""
+    from geognn.training import fit
+
+    config = qm9_recipe(log={"progress": True, "log_every": 2}, optim={"max_steps": 5})  # one epoch: 5 batches
+    result = fit(config)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "\r" not in err
+    assert lines[0].startswith("egnn: ") and "parameters, float64 on cpu" in lines[0]
+    assert "train 20 / val 6 / test 5 structures" in lines[0] and "target U0 (eV)" in lines[0]
+    assert "5 steps of batch 4" in lines[0] and str(result.run_dir) in lines[0]
+    assert [line.split()[1] for line in lines if line.startswith("step ") and "loss" in line and "val" not in line] \
+        == ["2/5", "4/5"]
+    assert any("val loss" in line for line in lines)
