@@ -13,6 +13,7 @@ model declares that its energy is a differentiable function of the positions
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, NamedTuple, Optional
 
@@ -124,8 +125,10 @@ class EnergyModel(nn.Module):
             fields = {f.name for f in dataclasses.fields(cls.Config)}
             unknown = sorted(set(config) - fields)
             if unknown:
+                close = [hit for name in unknown for hit in difflib.get_close_matches(name, fields, n=1)]
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
                 raise ValueError(
-                    f"unknown option(s) {unknown} for {cls.__name__}; valid options: {sorted(fields)}"
+                    f"unknown option(s) {unknown} for {cls.__name__}{hint} (valid options: {sorted(fields)})"
                 )
             config = cls.Config(**config)
         return cls(config)

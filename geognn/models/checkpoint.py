@@ -60,12 +60,16 @@ def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> dict:
             raise FileNotFoundError(f"{path} is a folder without best.pt or last.pt; give a checkpoint file")
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise ValueError(f"{path} is a recipe, not a checkpoint: train it with `geognn train {path}`, then give "
+                         "the run folder or its best.pt")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several kinds for foreign files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(
-            f"{path} is not a geognn checkpoint that loads with weights_only=True ({type(err).__name__}: {err}); "
-            "geognn checkpoints are plain dicts written by geognn.training"
+            f"{path} is not a geognn checkpoint ({type(err).__name__}: {first_line}); "
+            "geognn checkpoints are plain dicts written by geognn.training (a run folder's best.pt or last.pt)"
         ) from None
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
         raise ValueError(f"{path} is not a geognn checkpoint (no 'format_version'); was it saved by another library?")

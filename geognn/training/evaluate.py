@@ -129,7 +129,7 @@ def evaluate_checkpoint(checkpoint: Union[str, Path, dict], data=None, split: st
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     result = evaluate_model(model, loader, device, loss)
     return {"split": split, "structures": len(dataset), "target": target.name, "unit": target.unit,
-            **result.stats.result()}
+            "intensive": target.intensive, **result.stats.result()}
 
 
 __all__ = ["Evaluation", "evaluate_model", "combined_loss", "evaluate_checkpoint"]

@@ -126,15 +126,25 @@ class ErrorStats:
         return metrics
 
 
-def format_metrics(metrics: dict[str, float], unit: str = "eV") -> str:
-    """"energy MAE 12.3 meV, forces MAE 45.6 meV/Å, ..." for the MAE/RMSE entries of ``metrics``."""
+def format_metrics(metrics: dict[str, float], unit: str = "eV", target: str = "energy",
+                   intensive: bool = False) -> str:
+    """"U0 MAE 12.3 meV, U0 per atom MAE 0.7 meV/atom, forces MAE 45.6 meV/Å, ..." for ``metrics``.
+
+    The energy entries are named after the target (``metrics["target"]`` when present) and
+    given in its unit; the per-atom figure is shown only for extensive energies in eV (an
+    intensive target, such as QM9's gap, or a dipole has none).
+    """
+    target = metrics.get("target", target)
+    intensive = bool(metrics.get("intensive", intensive))
     factor, shown = (1000.0, "meV") if unit == "eV" else (1.0, unit)
     parts = []
     for name in QUANTITIES:
+        if name == "energy_per_atom" and (intensive or unit != "eV"):
+            continue
         for stat in ("mae", "rmse"):
             key = f"{name}_{stat}"
             if key in metrics:
-                label = name.replace("_", " ")
+                label = {"energy": target, "energy_per_atom": f"{target} per atom"}.get(name, name)
                 parts.append(f"{label} {stat.upper()} {metrics[key] * factor:.4g} {shown}{_SUFFIX[name]}")
     return ", ".join(parts)
 

@@ -470,7 +470,7 @@ class Trainer:
                     if (every is not None and self.step % every == 0) or (every is None and end_of_epoch):
                         metrics = self.validate()
                         line = (f"step {self.step} epoch {self.epoch}: val loss {metrics['loss']:.4g}, "
-                                f"{format_metrics(metrics, self.target.unit)}")
+                                f"{format_metrics(metrics, self.target.unit, self.target.name, self.target.intensive)}")
                         if bar is not None:
                             bar.write(line)
                         elif plain_progress:
@@ -514,6 +514,7 @@ class Trainer:
         split, dataset = ("test", self.test_set) if len(self.test_set) > 0 else ("val", self.val_set)
         metrics, predictions = self.evaluate(dataset, keep_predictions=self.is_main, sharded=False)
         metrics = {"split": split, "structures": len(dataset), "target": self.target.name, "unit": self.target.unit,
+                   "intensive": self.target.intensive,
                    "step": best["metrics"]["step"] if best is not None else self.step, **metrics}
         if self.is_main:
             (self.run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -29,7 +29,7 @@ def test_registry_and_defaults():
 def test_unknown_model_or_option_is_named():
     with pytest.raises(ValueError, match="unknown model 'schnetz'.*egnn"):
         build_model("schnetz")
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['hiden_channels'\]"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['hiden_channels'\] for EGNN; did you mean hidden_channels\?"):
         build_model("egnn", hiden_channels=8)
     with pytest.raises(ValueError, match="unknown envelope"):
         build_model("egnn", envelope="gaussian")

@@ -30,7 +30,7 @@ def test_train_evaluate_plot(recipe_file, tmp_path, capsys):
     stored = json.loads((run_dir / "test_metrics.json").read_text())
     assert metrics["energy_mae"] == pytest.approx(stored["energy_mae"], rel=1e-10)
     assert main(["evaluate", str(run_dir), "--split", "val"]) == 0
-    assert capsys.readouterr().out.startswith("U0 on val (6 structures): energy MAE")
+    assert capsys.readouterr().out.startswith("U0 on val (6 structures): U0 MAE")
 
     assert main(["plot", str(run_dir)]) == 0
     paths = capsys.readouterr().out.split()
@@ -61,7 +61,7 @@ def test_resume_continues_to_the_longer_budget(recipe_file, tmp_path, capsys):
         (["train", "missing.yaml"], "training recipe missing.yaml does not exist"),
         (["train", "--resume", "no_such_run"], "no_such_run has no config.yaml"),
         (["evaluate", "no_such.pt"], "checkpoint no_such.pt does not exist"),
-        (["evaluate", "RECIPE"], "is not a geognn checkpoint"),
+        (["evaluate", "RECIPE"], "is a recipe, not a checkpoint: train it with `geognn train"),
         (["plot", "no_such_run"], "log.csv does not exist"),
     ],
 )
@@ -69,4 +69,4 @@ def test_errors_are_one_clear_line(argv, message, recipe_file, capsys):
     argv = [str(recipe_file) if arg == "RECIPE" else arg for arg in argv]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

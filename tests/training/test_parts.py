@@ -156,9 +156,12 @@ def test_error_stats_match_numpy():
     assert result["energy_rmse"] == pytest.approx(np.sqrt((energy ** 2).mean()), rel=1e-12)
     assert result["forces_rmse"] == pytest.approx(np.sqrt((forces ** 2).mean()), rel=1e-12)
     assert "stress_mae" not in result
-    text = format_metrics({"energy_mae": 0.0123, "forces_mae": 0.0456})
-    assert text == "energy MAE 12.3 meV, forces MAE 45.6 meV/Å"
-    assert format_metrics({"energy_mae": 0.5}, unit="D") == "energy MAE 0.5 D"
+    text = format_metrics({"energy_mae": 0.0123, "energy_per_atom_mae": 0.001, "forces_mae": 0.0456})
+    assert text == "energy MAE 12.3 meV, energy per atom MAE 1 meV/atom, forces MAE 45.6 meV/Å"
+    # the target's own name and unit; no per-atom figure for intensive targets or non-energies
+    assert format_metrics({"energy_mae": 0.5, "energy_per_atom_mae": 0.1}, unit="D", target="mu") == "mu MAE 0.5 D"
+    gap = {"target": "gap", "intensive": True, "energy_mae": 0.12, "energy_per_atom_mae": 0.01}
+    assert format_metrics(gap) == "gap MAE 120 meV"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
