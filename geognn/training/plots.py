@@ -33,16 +33,21 @@ def _display(unit: str) -> tuple[float, str]:
 
 
 def plot_learning_curves(run_dir: Path, out: Path) -> Path:
-    """Loss, energy MAE (and force MAE) against step for training and validation, and the learning rate."""
+    """Target MAE (and force MAE, and then the combined loss) against step for training and validation,
+    and the learning rate."""
     plt = _pyplot()
     rows = read_log(run_dir)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     factor, unit = _display(info.get("unit", "eV"))
-    panels = [("loss", "loss", 1.0)] + [
+    target = info.get("target", "energy")
+    errors = [
         (key, f"{label} MAE [{unit}{suffix}]", factor)
-        for key, label, suffix in (("energy_mae", "energy", ""), ("forces_mae", "force", "/Å"))
+        for key, label, suffix in (("energy_mae", target, ""), ("forces_mae", "force", "/Å"))
         if any(key in row for row in rows)
     ]
+    # With one error term the loss is that error squared: a second panel of the same curve. Show
+    # the loss only when it combines several terms.
+    panels = errors if len(errors) == 1 else [("loss", "loss (weighted sum)", 1.0)] + errors
     figure, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.6))
     for axis, (key, label, scale) in zip(axes, panels):
         for split, style in (("train", "-"), ("val", "o-")):
@@ -84,7 +89,7 @@ def plot_parity(run_dir: Path, out: Path) -> Optional[Path]:
         mae = float((predicted - reference).abs().mean())
         axis.set_title(f"MAE {mae:.4g} {label.split('[')[-1].rstrip(']')}")
         axis.set_xlabel(f"reference {label}")
-        axis.set_ylabel("predicted")
+        axis.set_ylabel(f"predicted {label}")
         axis.set_aspect("equal")
     return _save(plt, figure, f"{run_dir.name}: {predictions['split']} split", out / "parity.png")
 

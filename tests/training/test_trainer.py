@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import signal
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -228,3 +229,30 @@ def test_start_summary_and_plain_progress_lines(qm9_recipe, capsys):
     assert [line.split()[1] for line in lines if line.startswith("step ") and "loss" in line and "val" not in line] \
         == ["2/5", "4/5"]
     assert any("val loss" in line for line in lines)
+
+
+def test_plots_label_the_target_and_units_and_skip_a_duplicate_loss(qm9_recipe, xtb_recipe, monkeypatch, tmp_path):
+    """Energy-only runs: one error panel named after the target (its loss would repeat it) plus
+    the learning rate; energy+force runs add the combined loss. Parity axes carry units."""
+    from geognn.training import plots
+
+    figures = {}
+
+    def keep(plt, figure, title, path):
+        figures[path.name] = [(axis.get_xlabel(), axis.get_ylabel()) for axis in figure.axes]
+        plt.close(figure)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    energy_run = fit(qm9_recipe(optim={"max_steps": 3})).run_dir
+    plots.plot_run(energy_run, tmp_path / "a")
+    assert [y for _, y in figures["learning_curves.png"]] == ["U0 MAE [meV]", "learning rate"]
+    assert figures["parity.png"][0] == ("reference energy − Σ element references [meV]",
+                                        "predicted energy − Σ element references [meV]")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="the dataset's compositions determine only")
+        force_run = fit(xtb_recipe(optim={"max_steps": 3})).run_dir
+    plots.plot_run(force_run, tmp_path / "b")
+    assert [y for _, y in figures["learning_curves.png"]] == ["loss (weighted sum)", "energy MAE [meV]",
+                                                               "force MAE [meV/Å]", "learning rate"]
+    assert figures["parity.png"][1][1] == "predicted force component [meV/Å]"
