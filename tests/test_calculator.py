@@ -213,13 +213,16 @@ def test_bfgs_relaxes_a_rattled_molecule(checkpoints, molecule_atoms):
 def test_ensemble_mean_and_spread_match_its_members(checkpoints, molecule_atoms):
     ensemble = EnsembleCalculator.from_checkpoints(checkpoints)
     members = [GeoGNNCalculator.from_checkpoint(path) for path in checkpoints]
-    energies, forces = [], []
+    energies, forces, per_atom = [], [], []
     for calc in members:
         molecule_atoms.calc = calc
         energies.append(molecule_atoms.get_potential_energy())
         forces.append(molecule_atoms.get_forces())
+        per_atom.append(molecule_atoms.get_potential_energies())
     molecule_atoms.calc = ensemble
     assert molecule_atoms.get_potential_energy() == pytest.approx(np.mean(energies), abs=1e-10)
+    assert np.abs(per_atom[0] - per_atom[1]).max() > 1e-6  # the members differ per atom, so the mean is a test
+    assert np.abs(molecule_atoms.get_potential_energies() - np.mean(per_atom, axis=0)).max() < 1e-10
     assert np.abs(molecule_atoms.get_forces() - np.mean(forces, axis=0)).max() < 1e-10
     results = ensemble.results
     assert results["energy_std"] == pytest.approx(abs(energies[0] - energies[1]) / 2, abs=1e-10)

@@ -256,3 +256,20 @@ def test_plots_label_the_target_and_units_and_skip_a_duplicate_loss(qm9_recipe, 
     assert [y for _, y in figures["learning_curves.png"]] == ["loss (weighted sum)", "energy MAE [meV]",
                                                                "force MAE [meV/Å]", "learning rate"]
     assert figures["parity.png"][1][1] == "predicted force component [meV/Å]"
+
+
+def test_evaluation_and_best_checkpoint_use_the_ema_weights(qm9_recipe):
+    """With an EMA the validation metrics are those of the averaged weights, and best.pt holds
+    them (not the raw weights the optimiser moves); the raw ones stay in last.pt's training state."""
+    result = fit(qm9_recipe(optim={"max_steps": 5, "ema_decay": 0.5}))  # one epoch: validated at step 5
+    last, best = load_checkpoint(result.last_checkpoint), load_checkpoint(result.best_checkpoint)
+    assert best["metrics"]["step"] == 5
+    shadow = last["training_state"]["ema"]["shadow"]
+    raw = last["training_state"]["model"]
+    name = next(k for k in shadow if not torch.equal(shadow[k], raw[k]))  # the average differs from the raw weights
+    for key, value in shadow.items():
+        assert torch.equal(best["state_dict"][key], value), key
+    assert not torch.equal(best["state_dict"][name], raw[name])
+    val = [row for row in read_log(result.run_dir) if row["split"] == "val" and row["step"] == 5][0]
+    again = evaluate_checkpoint(result.best_checkpoint, split="val")
+    assert again["energy_mae"] == pytest.approx(val["energy_mae"], rel=1e-6)  # log.csv keeps 8 digits
