@@ -148,9 +148,10 @@ class Trainer:
         self.train_model = self.model
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # Some parameters may not reach the energy (EGNN's last coordinate update), so DDP must look for them.
-            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
-                                                                         find_unused_parameters=True)
+            # DDP's search for parameters that get no gradient costs a graph traversal per step; do it only
+            # for models that have some (EGNN's last coordinate update does not reach the energy).
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=self._has_unused_parameters())
         if config.compile:
             self.model.atomic_energies = torch.compile(self.model.atomic_energies, dynamic=True)
 
@@ -315,6 +316,17 @@ class Trainer:
         counts = torch.tensor([float(count) for _, count in sums.values()], dtype=torch.float64, device=self.device)
         self.dist.sum(counts)
         return dict(zip(sums, counts.tolist()))
+
+    def _has_unused_parameters(self) -> bool:
+        """Whether some trainable parameter gets no gradient from the loss (probed on two training structures)."""
+        batch = next(iter(self._loader(self.train_set, batch_size=min(2, len(self.train_set))))).to(self.device)
+        self.model.train()  # forces with create_graph, as in a step
+        out = self._forward(self.model, batch)
+        loss = self.loss.combine(self.loss.sums(prediction_errors(out, batch, self.loss.wants_forces,
+                                                                  self.loss.wants_stress)))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return any(g is None for g in grads)
 
     def train_step(self, batch) -> tuple[float, float, dict]:
         """One optimizer step; returns (learning rate, global loss, this process's errors)."""

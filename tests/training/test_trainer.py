@@ -273,3 +273,18 @@ def test_evaluation_and_best_checkpoint_use_the_ema_weights(qm9_recipe):
     val = [row for row in read_log(result.run_dir) if row["split"] == "val" and row["step"] == 5][0]
     again = evaluate_checkpoint(result.best_checkpoint, split="val")
     assert again["energy_mae"] == pytest.approx(val["energy_mae"], rel=1e-6)  # log.csv keeps 8 digits
+
+
+def test_unused_parameter_probe_for_ddp(qm9_recipe, tmp_path):
+    """DDP searches for parameters without gradients only where a model has them: EGNN's last
+    coordinate update never reaches the energy; without coordinate updates every weight does."""
+    from geognn.training.trainer import Trainer
+
+    options = {"hidden_channels": 16, "num_layers": 2, "num_radial": 4}
+    with_updates = Trainer(qm9_recipe(model={"name": "egnn", "options": {**options, "update_coords": True}}))
+    assert with_updates._has_unused_parameters() is True
+    with_updates.close()
+    without = Trainer(qm9_recipe(model={"name": "egnn", "options": {**options, "update_coords": False}},
+                                 log={"run_dir": str(tmp_path / "b")}))
+    assert without._has_unused_parameters() is False
+    without.close()
