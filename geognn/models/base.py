@@ -13,7 +13,6 @@ model declares that its energy is a differentiable function of the positions
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, NamedTuple, Optional
 
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from geognn._checks import check_positions
+from geognn._fields import from_dict
 from geognn.data import keys
 from geognn.graph import build_edges, edge_attributes, edge_vectors, given_edges, lattice_offsets
 from geognn.nn.mlp import lookup
@@ -122,15 +122,8 @@ class EnergyModel(nn.Module):
     @classmethod
     def from_config(cls, config: EnergyModelConfig | Mapping[str, Any]) -> "EnergyModel":
         if isinstance(config, Mapping):
-            fields = {f.name for f in dataclasses.fields(cls.Config)}
-            unknown = sorted(set(config) - fields)
-            if unknown:
-                close = [hit for name in unknown for hit in difflib.get_close_matches(name, fields, n=1)]
-                hint = f"; did you mean {' or '.join(close)}?" if close else ""
-                raise ValueError(
-                    f"unknown option(s) {unknown} for {cls.__name__}{hint} (valid options: {sorted(fields)})"
-                )
-            config = cls.Config(**config)
+            # The recipes' checker: unknown options get the closest names, values their expected type.
+            config = from_dict(cls.Config, dict(config), cls.__name__)
         return cls(config)
 
     def extra_repr(self) -> str:

@@ -3,7 +3,7 @@
 ```python
 from geognn.training import fit, load_config
 
-result = fit(load_config("train/qm9_u0_egnn_small.yaml"))
+result = fit(load_config("train/qm9_u0_egnn_tiny.yaml"))
 result.test_metrics["energy_mae"]  # eV
 ```
 """

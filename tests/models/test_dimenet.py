@@ -73,7 +73,7 @@ def test_bad_options_are_named():
         build_model("dimenet", num_spherical=1)
     with pytest.raises(ValueError, match="unknown output_init"):
         build_model("dimenet++", output_init="ones")
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match="unknown key"):
         build_model("dimenet++", num_bilinear=8)  # a DimeNet field, not DimeNet++'s
 
 

@@ -165,7 +165,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(qm9_recipe):
 
 
 def test_bad_runs_say_what_is_wrong(qm9_recipe, tmp_path):
-    with pytest.raises(ConfigError, match=r"model.options: unknown option\(s\) \['hiden_channels'\]"):
+    with pytest.raises(ConfigError, match=r"model.options: unknown key 'EGNN.hiden_channels'; did you mean hidden_channels"):
         fit(qm9_recipe(model={"options": {"hiden_channels": 8}}))
     with pytest.raises(ConfigError, match="model.name must be one of egnn, .*schnet"):
         fit(qm9_recipe(model={"name": "shcnet"}))
