@@ -36,12 +36,14 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from geognn._checks import FLOAT_DTYPES, resolve_device
 from geognn._malloc import keep_freed_memory
 from geognn.data import atoms_to_data, keys
+from geognn.data.qm9 import ENERGY_TARGETS as QM9_ENERGY_TARGETS
 from geognn.models.base import EnergyModel
 from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint
 
-# Targets whose model is a potential-energy surface (eV, extensive): QM9's
-# energies (and atomization energies) and the generic ``energy`` label.
-ENERGY_TARGETS = ("energy", "U0", "U", "H", "G", "U0_atom", "U_atom", "H_atom", "G_atom")
+# Targets whose model is a potential-energy surface (eV, extensive), for checkpoints written
+# before the normalisation recorded ``potential_energy`` itself: the generic ``energy`` label
+# and QM9's energies, as `geognn.data.qm9` declares them.
+ENERGY_TARGETS = ("energy", *sorted(QM9_ENERGY_TARGETS))
 
 _DTYPES = {**FLOAT_DTYPES, **{dtype: dtype for dtype in FLOAT_DTYPES.values()}}  # names or torch dtypes
 
@@ -69,7 +71,10 @@ def _load_energy_checkpoint(path: PathLike) -> dict:
     checkpoint = load_checkpoint(path, map_location="cpu")
     normalization = _normalization(checkpoint)
     target, unit = normalization.get("target", "energy"), normalization.get("unit", "eV")
-    if target not in ENERGY_TARGETS or unit != "eV" or normalization.get("intensive", False):
+    potential = normalization.get("potential_energy")
+    if potential is None:  # checkpoints from before the flag
+        potential = target in ENERGY_TARGETS
+    if not potential or unit != "eV" or normalization.get("intensive", False):
         raise ValueError(
             f"{path} predicts {target!r} ({unit}{', intensive' if normalization.get('intensive') else ''}), "
             f"not a potential energy; an ASE calculator needs a model trained on one of {list(ENERGY_TARGETS)}"

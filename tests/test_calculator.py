@@ -16,7 +16,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
 from geognn.calculator import EnsembleCalculator, GeoGNNCalculator
-from geognn.models import build_model, save_checkpoint
+from geognn.models import build_model, load_checkpoint, save_checkpoint
 from geognn.training import TrainConfig, fit, from_dict
 
 SAMPLES = Path(__file__).resolve().parents[1] / "datasets" / "samples"
@@ -329,3 +329,18 @@ def test_cuda_matches_cpu(checkpoints, molecule_atoms):
         results.append((molecule_atoms.get_potential_energy(), molecule_atoms.get_forces()))
     assert results[1][0] == pytest.approx(results[0][0], abs=1e-8)
     assert np.abs(results[1][1] - results[0][1]).max() < 1e-8
+
+
+def test_checkpoints_record_whether_their_target_is_a_potential_energy(checkpoints, tmp_path):
+    """The dataset declares its target; training stores it with the normalisation and the
+    calculator reads that flag, falling back to the target's name for older checkpoints."""
+    checkpoint = load_checkpoint(checkpoints[0])
+    assert checkpoint["normalization"]["potential_energy"] is True
+    legacy = dict(checkpoint, normalization={k: v for k, v in checkpoint["normalization"].items()
+                                             if k != "potential_energy"})
+    save_checkpoint(legacy, tmp_path / "legacy.pt")
+    GeoGNNCalculator.from_checkpoint(tmp_path / "legacy.pt")  # "energy": a potential energy by name
+    flagged = dict(checkpoint, normalization={**checkpoint["normalization"], "potential_energy": False})
+    save_checkpoint(flagged, tmp_path / "flagged.pt")
+    with pytest.raises(ValueError, match="not a potential energy"):
+        GeoGNNCalculator.from_checkpoint(tmp_path / "flagged.pt")

@@ -10,6 +10,7 @@ collating 100,000 small `Data` objects, which is what makes a reload fast.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
 import torch
@@ -25,6 +26,24 @@ NAMED_SPLITS = {
 }
 
 SplitSizes = Union[str, Sequence[Union[int, float, None]]]
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What a dataset's ``energy`` label holds, declared once by the dataset.
+
+    Attributes:
+        name: the target's name ("energy", or a QM9 property such as "U0", "gap", "mu").
+        unit: its unit ("eV", "D", ...).
+        intensive: whether it does not grow with the number of atoms (a mean readout suits it).
+        potential_energy: whether it is a potential-energy surface in eV whose negative
+            gradient is a force (what an ASE calculator needs).
+    """
+
+    name: str
+    unit: str
+    intensive: bool
+    potential_energy: bool
 
 
 def split_sizes(num: int, sizes: SplitSizes) -> list[int]:
@@ -139,6 +158,11 @@ class CollatedDataset(InMemoryDataset):
 
     def __init__(self, transform=None):
         super().__init__(root=None, transform=transform)
+
+    @property
+    def target_info(self) -> TargetInfo:
+        """What ``energy`` holds: an energy in eV, extensive (datasets of other targets override this)."""
+        return TargetInfo("energy", "eV", False, True)
 
     def structure_values(self, key: str) -> Tensor:
         """A per-structure value [len(self)] (e.g. ``group``) for every structure of this dataset or view."""

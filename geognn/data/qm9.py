@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from geognn._checks import resolve_dtype
 from geognn.data import keys
-from geognn.data.collated import CollatedDataset, flat_storage
+from geognn.data.collated import CollatedDataset, TargetInfo, flat_storage
 from geognn.data.units import HARTREE_TO_EV
 
 FORMAT_VERSION = 1
@@ -44,6 +44,11 @@ FORMAT_VERSION = 1
 TARGETS = ("mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U", "H", "G", "Cv")
 ATOMIZATION_TARGETS = ("U0_atom", "U_atom", "H_atom", "G_atom")
 ALL_TARGETS = TARGETS + ATOMIZATION_TARGETS
+# Orbital energies do not grow with molecule size: a mean readout suits them (SchNetPack's QM9
+# recipes aggregate them with "avg"); every other target is summed.
+INTENSIVE_TARGETS = frozenset({"homo", "lumo", "gap"})
+# Targets that are a potential energy of the geometry (total or atomization energies, eV).
+ENERGY_TARGETS = frozenset({"U0", "U", "H", "G"}) | frozenset(ATOMIZATION_TARGETS)
 
 UNITS = {
     "mu": "D",  # dipole moment, Debye (as in QM9)
@@ -474,6 +479,14 @@ class QM9(CollatedDataset):
         torch.save(stored, partial)
         os.replace(partial, path)
         return path
+
+    @property
+    def target_info(self) -> TargetInfo:
+        """The chosen target's name, unit, and whether it is intensive or a potential energy."""
+        if self.target is None:
+            raise ValueError("this QM9 dataset has no target; pass target= (e.g. U0, gap, mu)")
+        return TargetInfo(self.target, UNITS[self.target], self.target in INTENSIVE_TARGETS,
+                          self.target in ENERGY_TARGETS)
 
     @staticmethod
     def atom_reference(target: str = "U0") -> torch.Tensor:

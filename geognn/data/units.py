@@ -29,3 +29,8 @@ def energy_unit_factor(unit: str) -> float:
         return ENERGY_UNITS[unit]
     except KeyError:
         raise ValueError(f"unknown energy unit {unit!r}; choose one of {sorted(ENERGY_UNITS)}") from None
+
+
+def display_unit(unit: str) -> tuple[float, str]:
+    """(factor, unit) in which errors are reported: eV as meV, any other unit as it is."""
+    return (1000.0, "meV") if unit == "eV" else (1.0, unit)

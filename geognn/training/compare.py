@@ -35,6 +35,7 @@ from typing import Optional, Union
 
 import torch
 
+from geognn.data.units import display_unit
 from geognn.training.config import ConfigError, ModelSection, TrainConfig, from_dict, load_config
 from geognn.training.runlog import read_log
 
@@ -275,7 +276,7 @@ def _std(values) -> float:
 
 
 def _scaled(value: Optional[float], unit: str) -> tuple[float, str]:
-    scale, shown = (1000.0, "meV") if unit == "eV" else (1.0, unit)
+    scale, shown = display_unit(unit)
     return (value * scale if value is not None else math.nan), shown
 
 

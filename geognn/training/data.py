@@ -17,12 +17,12 @@ from torch.utils.data import Sampler
 
 from geognn.data import MD17, QM9, ASEDataset, QM9xTB, keys
 from geognn.data.collated import group_split_indices, random_split_indices
-from geognn.data.qm9 import UNITS as QM9_UNITS
+from geognn.data.qm9 import INTENSIVE_TARGETS
+from geognn.data.units import display_unit
 from geognn.training.config import ConfigError, DataSection
 
-# QM9 orbital energies do not grow with molecule size: a mean readout suits them
-# (SchNetPack's QM9 recipes aggregate them with "avg"); every other target is summed.
-QM9_INTENSIVE = frozenset({"homo", "lumo", "gap"})
+# Kept for code that imported it from here; the datasets declare their targets (`target_info`).
+QM9_INTENSIVE = INTENSIVE_TARGETS
 
 
 def _qm9_xtb(**options):
@@ -36,16 +36,18 @@ _SIGNATURES = {"qm9_xtb": QM9xTB}
 
 @dataclass(frozen=True)
 class Target:
-    """What the ``energy`` label measures: its name, unit and whether it is intensive."""
+    """What the ``energy`` label measures: its name, unit and whether it is intensive (and a
+    potential energy, which is what an ASE calculator may use)."""
 
     name: str
     unit: str
     intensive: bool
+    potential_energy: bool = True
 
     @property
     def display(self) -> tuple[float, str]:
         """(factor, unit) in which errors are reported: eV as meV, anything else as is."""
-        return (1000.0, "meV") if self.unit == "eV" else (1.0, self.unit)
+        return display_unit(self.unit)
 
 
 def build_dataset(section: DataSection, dtype: torch.dtype):
@@ -68,17 +70,14 @@ def build_dataset(section: DataSection, dtype: torch.dtype):
 
 
 def target_of(dataset, section: DataSection) -> Target:
-    """The target the ``energy`` label holds (QM9: the chosen property; otherwise an energy in eV)."""
-    if isinstance(dataset, QM9):
-        if dataset.target is None:
-            raise ConfigError("data.options.target: QM9 needs a target to train on (e.g. U0, gap, mu)")
-        name, unit = dataset.target, QM9_UNITS[dataset.target]
-        intensive = name in QM9_INTENSIVE
-    else:
-        name, unit, intensive = "energy", "eV", False
-    if section.intensive is not None:
-        intensive = section.intensive
-    return Target(name, unit, intensive)
+    """The target the ``energy`` label holds, as the dataset declares it (`target_info`);
+    ``data.intensive`` may override whether it is intensive."""
+    try:
+        info = dataset.target_info
+    except ValueError as err:  # QM9 without a target
+        raise ConfigError(f"data.options.target: {err}") from None
+    intensive = info.intensive if section.intensive is None else section.intensive
+    return Target(info.name, info.unit, intensive, info.potential_energy)
 
 
 def load_splits(section: DataSection, dtype: torch.dtype):

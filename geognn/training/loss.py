@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geognn.data import keys
+from geognn.data.units import display_unit
 from geognn.training.config import LossSection
 
 QUANTITIES = ("energy", "energy_per_atom", "forces", "stress")
@@ -136,7 +137,7 @@ def format_metrics(metrics: dict[str, float], unit: str = "eV", target: str = "e
     """
     target = metrics.get("target", target)
     intensive = bool(metrics.get("intensive", intensive))
-    factor, shown = (1000.0, "meV") if unit == "eV" else (1.0, unit)
+    factor, shown = display_unit(unit)
     parts = []
     for name in QUANTITIES:
         if name == "energy_per_atom" and (intensive or unit != "eV"):

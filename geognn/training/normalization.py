@@ -41,6 +41,7 @@ class Normalization:
     energy_shift: float
     atomic_reference: list  # [max_atomic_number + 1] floats, eV (or the target's unit)
     elements: Optional[list] = None  # atomic numbers in the training split (None in checkpoints before it was kept)
+    potential_energy: Optional[bool] = None  # the target is a potential energy in eV (None: older checkpoints)
 
     def apply(self, model) -> None:
         """Write scale, shift and references into the model's buffers."""
@@ -97,7 +98,8 @@ def compute_normalization(train, target: Target, max_atomic_number: int, fit_ref
             scale = force_rms(train)
     if not math.isfinite(scale) or scale <= 0:
         scale = 1.0  # e.g. a single structure, or constant labels
-    return Normalization(target.name, target.unit, target.intensive, scale, shift, references.tolist(), elements)
+    return Normalization(target.name, target.unit, target.intensive, scale, shift, references.tolist(), elements,
+                         target.potential_energy)
 
 
 __all__ = ["Normalization", "compute_normalization"]

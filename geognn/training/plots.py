@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from geognn.data.units import display_unit
 from geognn.training.runlog import read_log
 
 
@@ -29,7 +30,7 @@ def _save(plt, figure, title: str, path: Path) -> Path:
 
 
 def _display(unit: str) -> tuple[float, str]:
-    return (1000.0, "meV") if unit == "eV" else (1.0, unit)
+    return display_unit(unit)
 
 
 def plot_learning_curves(run_dir: Path, out: Path) -> Path:

@@ -101,9 +101,9 @@ def test_split_by_molecule_on_ase_data(tmp_path):
 def test_load_splits_target_kinds(tmp_path):
     section = DataSection(dataset="qm9", options={"root": str(tmp_path), "source": str(SAMPLES / "qm9_xyz"),
                                                   "target": "gap"}, split=[20, 5, None])
-    assert load_splits(section, torch.float64)[2] == Target("gap", "eV", True)
+    assert load_splits(section, torch.float64)[2] == Target("gap", "eV", True, potential_energy=False)
     section.options["target"] = "mu"
-    assert load_splits(section, torch.float64)[2] == Target("mu", "D", False)
+    assert load_splits(section, torch.float64)[2] == Target("mu", "D", False, potential_energy=False)
     assert Target("mu", "D", False).display == (1.0, "D") and Target("U0", "eV", False).display == (1000.0, "meV")
 
 
