@@ -171,11 +171,11 @@ class GeoGNNCalculator(Calculator):
 
     @property
     def device(self) -> torch.device:
-        return self.models[0].atomic_reference.device
+        return self.models[0].device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.models[0].atomic_reference.dtype
+        return self.models[0].dtype
 
     # ------------------------------------------------------------ calculation
 

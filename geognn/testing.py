@@ -387,7 +387,7 @@ def same_bond_graph(smiles: str, z, edge_index, edge_order=None) -> bool:
 
 def check_batch_equals_single(model, structures, atol: float = 1e-10) -> None:
     """Energies (and forces, for models that use positions) of a batch equal those of each structure alone."""
-    dtype = model.atomic_reference.dtype
+    dtype = model.dtype
     forces = model.uses_positions
     together = model(to_batch(structures, dtype), compute_forces=forces)
     offset = 0
@@ -403,7 +403,7 @@ def check_batch_equals_single(model, structures, atol: float = 1e-10) -> None:
 
 def check_forces_finite_differences(model, atoms, step: float = 1e-5, atol: float = 1e-7) -> None:
     """Forces equal central finite differences of the energy, for every coordinate."""
-    dtype = model.atomic_reference.dtype
+    dtype = model.dtype
     data = atoms_to_data(atoms, dtype=dtype)
     forces = model(data, compute_forces=True)[keys.FORCES].detach()
     numerical = torch.zeros_like(forces)
@@ -421,7 +421,7 @@ def check_forces_finite_differences(model, atoms, step: float = 1e-5, atol: floa
 
 def check_stress_finite_differences(model, atoms, step: float = 1e-5, atol: float = 1e-7) -> None:
     """Stress equals (1/V) dE/dε by central differences of symmetric strains of positions and cell."""
-    dtype = model.atomic_reference.dtype
+    dtype = model.dtype
     data = atoms_to_data(atoms, dtype=dtype)
     stress = model(data, compute_stress=True)[keys.STRESS][0].detach()
     volume = abs(float(np.linalg.det(atoms.cell[:])))
@@ -461,7 +461,7 @@ def check_cutoff_smoothness(model, delta: float = 1e-7, atol: float = 1e-8) -> N
     oxygen = water.positions[0]
     bisector = water.positions[1:].mean(0) - oxygen
     direction = -bisector / np.linalg.norm(bisector)
-    dtype = model.atomic_reference.dtype
+    dtype = model.dtype
     results = []
     for distance in (cutoff - delta, cutoff + delta):
         atoms = water + Atoms("C", positions=[oxygen + distance * direction])
@@ -476,7 +476,7 @@ def check_isolated_atoms(model) -> None:
     from ase import Atoms
 
     cutoff = float(model.config.cutoff)
-    dtype = model.atomic_reference.dtype
+    dtype = model.dtype
     spread = Atoms("CNO", positions=[[0, 0, 0], [2 * cutoff, 0, 0], [0, 3 * cutoff, 0]])
     for atoms in (Atoms("H", positions=[[0.1, 0.2, 0.3]]), spread):
         out = model(atoms_to_data(atoms, dtype=dtype), compute_forces=model.uses_positions)
@@ -488,7 +488,7 @@ def check_isolated_atoms(model) -> None:
 
 def check_additivity(model, first, second, atol: float = 1e-10) -> None:
     """Two structures farther apart than the cutoff: energy is the sum, forces those of each alone."""
-    dtype = model.atomic_reference.dtype
+    dtype = model.dtype
     forces = model.uses_positions
     far = second.copy()
     gap = float(model.config.cutoff) + 1.0
@@ -503,7 +503,7 @@ def check_additivity(model, first, second, atol: float = 1e-10) -> None:
 
 def check_refuses_forces(model) -> None:
     """A model that does not use positions refuses forces and stress with a message saying so."""
-    dtype = model.atomic_reference.dtype
+    dtype = model.dtype
     for call, data in (({"compute_forces": True}, to_batch(molecules()[:2], dtype)),
                        ({"compute_stress": True}, to_batch(periodic_structures()[:1], dtype))):
         try:

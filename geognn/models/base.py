@@ -129,6 +129,16 @@ class EnergyModel(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.config).items())
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype the model computes in (that of its output buffers and weights)."""
+        return self.atomic_reference.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return self.atomic_reference.device
+
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
         """Return at least ``{"node_energy": [N]}`` (before scale, shift and references)."""
         raise NotImplementedError
@@ -242,7 +252,7 @@ class EnergyModel(nn.Module):
 
     def _check_input(self, z: Tensor, pos: Tensor) -> None:
         check_positions(pos)
-        dtype = self.atomic_reference.dtype
+        dtype = self.dtype
         if pos.dtype != dtype:
             raise TypeError(
                 f"positions are {pos.dtype} but the model is {dtype}; convert one of them "

@@ -178,7 +178,7 @@ def measure_inference(checkpoint: Union[str, Path], device: str = "auto", repeat
     checkpoint = load_checkpoint(checkpoint)
     device = resolve_device(device)
     model = model_from_checkpoint(checkpoint, device=device).requires_grad_(False)
-    dataset, _, _ = _dataset_for(checkpoint, None, "test", model.atomic_reference.dtype)
+    dataset, _, _ = _dataset_for(checkpoint, None, "test", model.dtype)
     train = from_dict(TrainConfig, checkpoint["train_config"])
     forces = train.loss.forces_weight > 0 and model.uses_positions
     batches = [batch.to(device) for batch in DataLoader(dataset, batch_size=train.data.batch_size)]

@@ -118,7 +118,7 @@ def evaluate_checkpoint(checkpoint: Union[str, Path, dict], data=None, split: st
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint)
     model = model_from_checkpoint(checkpoint, device=device)
-    dtype = model.atomic_reference.dtype
+    dtype = model.dtype
     dataset, split, target = _dataset_for(checkpoint, data, split, dtype)
     trained_loss = from_dict(TrainConfig, checkpoint["train_config"]).loss
     has_forces = keys.FORCES in dataset[0]

@@ -192,3 +192,9 @@ def test_model_options_are_type_checked_like_recipes():
     with pytest.raises(ValueError, match=r"EGNN.update_coords: expected bool, got 1"):
         build_model("egnn", update_coords=1)
     assert build_model("nequip", radial_mlp=[16, 16], atomic_numbers=[1, 6]).config.radial_mlp == (16, 16)
+
+
+def test_dtype_and_device_properties():
+    model = build_model("egnn", hidden_channels=8, num_layers=1)
+    assert model.dtype == torch.float32 and model.device == torch.device("cpu")
+    assert model.double().dtype == torch.float64
