@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from geognn.data import atoms_to_data, keys
-from geognn.smiles import same_bond_graph, smiles_graph  # reference bond graphs, public here too
+from geognn.smiles import same_bond_graph, smiles_graph  # noqa: F401 - reference bond graphs, public here too
 
 # Largest acceptable absolute error per dtype.
 TOLERANCES = {

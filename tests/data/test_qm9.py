@@ -15,6 +15,7 @@ from torch_geometric.loader import DataLoader
 
 from geognn.data import QM9, QM9FormatError, keys
 from geognn.data import qm9 as qm9_module
+from geognn.data import qm9_sources
 from geognn.data.qm9 import ALL_TARGETS, ATOM_REFERENCE_HARTREE, TARGETS, UNITS, read_qm9pack
 
 SAMPLES = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "qm9_xyz"
@@ -258,10 +259,10 @@ def test_truncated_tarball_names_the_archive(sample_dir, tmp_path):
 
 def _small_qm9pack(folder: Path) -> Path:
     """A qm9pack-layout folder with a few rows per part, from the sample .xyz files."""
-    header = ["XYZ_file", "Index", "N_atoms", "Elements", "XYZ_Ang", *qm9_module._QM9PACK_COLUMNS.values()]
+    header = ["XYZ_file", "Index", "N_atoms", "Elements", "XYZ_Ang", *qm9_sources._QM9PACK_COLUMNS.values()]
     folder.mkdir()
     files = sorted(SAMPLES.glob("*.xyz"))
-    for part, chunk in zip(qm9_module._QM9PACK_FILES, (files[:4], files[4:7], files[7:9])):
+    for part, chunk in zip(qm9_sources._QM9PACK_FILES, (files[:4], files[4:7], files[7:9])):
         with open(folder / part, "w", newline="") as handle:
             writer = csv.writer(handle, quoting=csv.QUOTE_MINIMAL)
             writer.writerow(header)
