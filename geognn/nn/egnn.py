@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from geognn.nn.message_passing import ScalarVectorMessagePassing
-from geognn.nn.mlp import MLP, ACTIVATIONS, lookup
+from geognn.nn.mlp import MLP, ACTIVATIONS, lookup, second_moment_gain
 
 
 class EGNNLayer(ScalarVectorMessagePassing):
@@ -91,6 +91,16 @@ class EGNNLayer(ScalarVectorMessagePassing):
         for module in (self.attention_gate, self.vector_gate, self.vector_mix):
             if module is not None:
                 module.reset_parameters()
+        # φ_e starts variance-preserving: weights N(0, g²/fan_in) with g = E[act(x)²]^(-1/2) for
+        # x ~ N(0, 1) (1.68 for SiLU, e3nn's "normalize2mom" constant), zero biases. With torch's
+        # default (uniform, variance 1/(3 fan_in)) the messages start so small that the energy
+        # hardly depends on the geometry and training first sits at the composition-only error
+        # for several epochs (train/RESULTS.md: QM9 tiny recipe, no plateau and 209 vs 274 meV).
+        gain = second_moment_gain(self.activation)
+        for linear in self.edge_mlp:
+            if isinstance(linear, nn.Linear):
+                nn.init.normal_(linear.weight, std=gain / linear.in_features ** 0.5)
+                nn.init.zeros_(linear.bias)
         if self.coord_mlp is not None:
             # Start close to the identity on positions (the reference code uses
             # a gain of 0.001 for this last layer), so early training does not

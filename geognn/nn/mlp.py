@@ -75,6 +75,19 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+def second_moment_gain(activation: str, points: int = 80) -> float:
+    """``E[act(x)²]^(-1/2)`` for x ~ N(0, 1) (Gauss-Hermite quadrature): the weight scale after
+    which ``act(W x)`` keeps unit second moment (1.68 for SiLU, √2 for ReLU)."""
+    import numpy as np
+
+    nodes, weights = np.polynomial.hermite_e.hermegauss(points)
+    x = torch.tensor(nodes, dtype=torch.float64)
+    with torch.no_grad():
+        values = lookup(ACTIVATIONS, activation, "activation")()(x).numpy()
+    moment = float((weights * values**2).sum() / weights.sum())
+    return moment ** -0.5
+
+
 def lookup(registry: dict, name: str, what: str):
     """``registry[name]``, or a ValueError listing the valid names."""
     try:

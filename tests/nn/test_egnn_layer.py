@@ -160,3 +160,21 @@ def test_one_step_equals_the_paper_equations_written_out_per_edge():
         torch.testing.assert_close(pos_out[i], expected_x, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(v_out[i], expected_v, rtol=1e-12, atol=1e-12)
     assert not torch.allclose(pos_out, pos)
+
+
+def test_edge_mlp_starts_variance_preserving():
+    """φ_e's weights start at std gain/√fan_in (zero biases), so messages keep unit scale: with
+    unit-variance inputs the messages' second moment stays of order one (torch's default init
+    shrank it about tenfold, and EGNN's first epochs then ignored the geometry)."""
+    from geognn.nn.mlp import second_moment_gain
+
+    torch.manual_seed(0)
+    layer = EGNNLayer(64)
+    linears = [m for m in layer.edge_mlp if isinstance(m, torch.nn.Linear)]
+    for linear in linears:
+        expected = second_moment_gain("silu") / linear.in_features ** 0.5
+        assert abs(float(linear.weight.std()) - expected) < 0.05 * expected
+        assert not bool(linear.bias.any())
+    x = torch.randn(20000, linears[0].in_features)
+    message = layer.edge_mlp(x)
+    assert 0.5 < float(message.pow(2).mean()) < 2.0

@@ -25,3 +25,12 @@ def test_silu_equals_torch_to_third_derivative():
     assert ACTIVATIONS["silu"] is SiLU and isinstance(SiLU(), torch.nn.SiLU)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_second_moment_gain():
+    """relu: E[relu(x)²] = 1/2 exactly, so √2; silu against a large Monte Carlo sample."""
+    from geognn.nn.mlp import second_moment_gain
+
+    assert abs(second_moment_gain("relu") - 2**0.5) < 1e-9
+    x = torch.randn(4_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert abs(second_moment_gain("silu") - float(torch.nn.functional.silu(x).pow(2).mean()) ** -0.5) < 2e-3
