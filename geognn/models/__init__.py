@@ -23,6 +23,10 @@ MODELS: dict[str, type[EnergyModel]] = {"egnn": EGNN, "dimenet": DimeNet, "dimen
                                      "gcn": GCN, "sage": GraphSAGE, "gat": GAT, "gin": GIN, "mpnn": MPNN, "gps": GPS}
 
 
+for _name, _cls in MODELS.items():  # the registry is the one source of model names
+    _cls.name = _name
+
+
 def build_model(name: str, **kwargs) -> EnergyModel:
     """Construct ``MODELS[name]`` from plain values; unknown names or options raise ValueError."""
     return lookup(MODELS, name, "model").from_config(kwargs)

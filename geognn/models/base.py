@@ -99,6 +99,8 @@ class EnergyModel(nn.Module):
             readout or global attention (MPNN's Set2Set, GPS) set it False.
         depth_option: the config field that sets the number of message-passing
             steps (``num_layers``; SchNet ``num_interactions``, DimeNet ``num_blocks``).
+        name: the model's key in `geognn.models.MODELS`; the registry sets it, so the
+            names live in one place.
     """
 
     Config: ClassVar[type] = EnergyModelConfig
@@ -106,6 +108,7 @@ class EnergyModel(nn.Module):
     uses_positions: ClassVar[bool] = True
     size_extensive: ClassVar[bool] = True
     depth_option: ClassVar[str] = "num_layers"
+    name: ClassVar[Optional[str]] = None  # the model's key in MODELS, set by the registry (geognn.models)
 
     def __init__(self, config: EnergyModelConfig):
         super().__init__()

@@ -116,7 +116,6 @@ class BondGraphModel(EnergyModel):
 class GCN(BondGraphModel):
     """Graph convolutional network (Kipf & Welling, ICLR 2017): symmetric-normalised neighbour sums."""
 
-    name = "gcn"
 
     def make_conv(self) -> nn.Module:
         F = self.config.hidden_channels
@@ -126,7 +125,6 @@ class GCN(BondGraphModel):
 class GraphSAGE(BondGraphModel):
     """GraphSAGE (Hamilton et al., NeurIPS 2017): own features plus the mean of the neighbours'."""
 
-    name = "sage"
 
     def make_conv(self) -> nn.Module:
         F = self.config.hidden_channels
@@ -150,7 +148,6 @@ class GAT(BondGraphModel):
     """Graph attention, GATv2 (Brody et al., ICLR 2022), with the bond order in the attention scores."""
 
     Config = GATConfig
-    name = "gat"
     conv_takes_edge_features = True
 
     def __init__(self, config: GATConfig):
@@ -166,7 +163,6 @@ class GIN(BondGraphModel):
     """Graph isomorphism network with edge features, GINE (Xu et al., ICLR 2019; Hu et al., ICLR 2020):
     ``MLP((1 + eps) h_i + Σ_j relu(h_j + W e_ij))``, as expressive as the 1-WL test."""
 
-    name = "gin"
     conv_takes_edge_features = True
 
     def make_conv(self) -> nn.Module:

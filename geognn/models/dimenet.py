@@ -99,7 +99,6 @@ class DimeNet(EnergyModel):
     """
 
     Config = DimeNetConfig
-    name = "dimenet"
     depth_option = "num_blocks"
 
     def __init__(self, config: DimeNetCommonConfig):
@@ -247,7 +246,6 @@ class DimeNetPP(DimeNet):
     """DimeNet++ (Gasteiger, Giri, Margraf & Günnemann, 2020): DimeNet with cheaper interactions."""
 
     Config = DimeNetPPConfig
-    name = "dimenet++"
 
     def _output_block(self) -> DimeNetOutput:
         c = self.config

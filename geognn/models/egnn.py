@@ -52,7 +52,6 @@ class EGNN(EnergyModel):
     """
 
     Config = EGNNConfig
-    name = "egnn"
 
     def __init__(self, config: EGNNConfig):
         super().__init__(config)

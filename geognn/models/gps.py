@@ -49,7 +49,6 @@ class GPS(BondGraphModel):
     """GPS: GINE message passing plus global attention per layer, random-walk encodings."""
 
     Config = GPSConfig
-    name = "gps"
     size_extensive = False
 
     def __init__(self, config: GPSConfig):

@@ -52,7 +52,6 @@ class MPNN(BondGraphModel):
     """Gilmer et al.'s edge-network MPNN with GRU updates and a Set2Set readout."""
 
     Config = MPNNConfig
-    name = "mpnn"
     size_extensive = False
 
     def __init__(self, config: MPNNConfig):

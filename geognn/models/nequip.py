@@ -71,7 +71,6 @@ class NequIP(EnergyModel):
     """NequIP architecture on geognn's path; ``build_model("nequip", l_max=2, ...)``."""
 
     Config = NequIPConfig
-    name = "nequip"
 
     def __init__(self, config: NequIPConfig):
         super().__init__(config)

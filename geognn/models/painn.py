@@ -35,7 +35,6 @@ class PaiNN(EnergyModel):
     """Polarizable atom interaction network predicting energies (forces and stress through the base)."""
 
     Config = PaiNNConfig
-    name = "painn"
 
     def __init__(self, config: PaiNNConfig):
         super().__init__(config)

@@ -42,7 +42,6 @@ class SchNet(EnergyModel):
     """
 
     Config = SchNetConfig
-    name = "schnet"
     depth_option = "num_interactions"
 
     def __init__(self, config: SchNetConfig):

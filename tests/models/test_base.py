@@ -198,3 +198,9 @@ def test_dtype_and_device_properties():
     model = build_model("egnn", hidden_channels=8, num_layers=1)
     assert model.dtype == torch.float32 and model.device == torch.device("cpu")
     assert model.double().dtype == torch.float64
+
+
+def test_registry_names_every_model():
+    """MODELS is the one source of names: each class's ``name`` is its key there."""
+    assert all(cls.name == key for key, cls in MODELS.items())
+    assert len({cls for cls in MODELS.values()}) == len(MODELS)
