@@ -37,7 +37,6 @@ Every pair runs on an explicitly given graph (star graphs, chains), passed to th
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional, Sequence
@@ -46,6 +45,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
+from geognn._fields import from_dict
 from geognn.data import keys
 from geognn.models import MODELS, EnergyModel
 from geognn.nn.mlp import lookup
@@ -422,12 +422,9 @@ def parse_variant(text: str) -> Variant:
         if not eq:
             raise ValueError(f"model option {item!r} in {text!r} must be key=value")
         options[key.strip()] = yaml.safe_load(value)
-    fields = {f.name for f in dataclasses.fields(MODELS[name].Config)}
     if MODELS[name].depth_option in options:
         raise ValueError(f"{MODELS[name].depth_option} of {name} is the depth, set by the depths tried, not an option")
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {name}; valid options: {sorted(fields)}")
+    from_dict(MODELS[name].Config, options, name)  # the model options' own checker: names and types
     return Variant(text, name, options)
 
 

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from geognn._checks import resolve_dtype
 from geognn.data import keys
 from geognn.data.atoms import atoms_to_data
-from geognn.data.collated import CollatedDataset
+from geognn.data.collated import CollatedDataset, file_fingerprint
 from geognn.data.units import energy_unit_factor
 
 PathLike = Union[str, os.PathLike]
@@ -165,8 +165,7 @@ class ASEDataset(CollatedDataset):
         frames: list[Data] = []
         self._labels: Optional[frozenset] = None
         for number, path in enumerate(self.paths):
-            self._file_number = number
-            frames.extend(self._read(path, index, format, progress))
+            frames.extend(self._read(path, number, index, format, progress))
         if not frames:
             raise DatasetFormatError(f"no structures in {', '.join(map(str, self.paths))} (index={index!r})")
         periodic = [keys.CELL in frame for frame in frames]
@@ -181,14 +180,10 @@ class ASEDataset(CollatedDataset):
         if cache is False or cache is None:
             return None
         folder = self.paths[0].resolve().parent / "processed" if cache is True else Path(cache)
-        files = hashlib.sha256()
-        for path in self.paths:
-            stat = path.stat()
-            files.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         options = (repr(index), format, sorted(self.label_keys.items()), energy_unit, str(self.dtype), self.group_by,
                    CACHE_VERSION)
         options_digest = hashlib.sha256(repr(options).encode()).hexdigest()[:8]
-        return folder / f"{self.paths[0].stem}_{files.hexdigest()[:12]}_{options_digest}.pt"
+        return folder / f"{self.paths[0].stem}_{file_fingerprint(self.paths)}_{options_digest}.pt"
 
     def _write_cache(self) -> None:
         stored = {"data": self._data.to_dict(), "slices": self.slices, "labels": sorted(self._labels)}
@@ -215,7 +210,7 @@ class ASEDataset(CollatedDataset):
         """The label keys every frame carries (a subset of energy, forces, stress)."""
         return self._labels
 
-    def _read(self, path: Path, index, format: Optional[str], progress: bool) -> list[Data]:
+    def _read(self, path: Path, number: int, index, format: Optional[str], progress: bool) -> list[Data]:
         import ase.io
         from ase.io.formats import filetype
 
@@ -245,15 +240,15 @@ class ASEDataset(CollatedDataset):
             chosen = range(len(read))[keep]
         except IndexError:
             raise DatasetFormatError(f"{path}: index {index!r} is out of range; the file has {len(read)} frames") from None
-        return [self._convert(*read[k]) for k in ([chosen] if isinstance(chosen, int) else chosen)]
+        return [self._convert(*read[k], number) for k in ([chosen] if isinstance(chosen, int) else chosen)]
 
-    def _convert(self, atoms, where: str) -> Data:
+    def _convert(self, atoms, where: str, file_number: int) -> Data:
         try:
             data = atoms_to_data(atoms, dtype=self.dtype)
         except ValueError as err:
             raise DatasetFormatError(f"{where}: {err}") from None
         if self.group_by is not None:
-            value = self._file_number if self.group_by == "file" else atoms.info.get(self.group_by)
+            value = file_number if self.group_by == "file" else atoms.info.get(self.group_by)
             if value is None:
                 raise DatasetFormatError(f"{where}: no {self.group_by!r} in the frame's info to group by "
                                          f"(it has {sorted(atoms.info)})")

@@ -9,8 +9,10 @@ collating 100,000 small `Data` objects, which is what makes a reload fast.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence, Union
 
 import torch
@@ -44,6 +46,16 @@ class TargetInfo:
     unit: str
     intensive: bool
     potential_energy: bool
+
+
+def file_fingerprint(paths: Sequence[Path]) -> str:
+    """12 hex digits naming these files as they are now (resolved path, size, modification time),
+    for cache file names that change when a source file does."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
 
 
 def split_sizes(num: int, sizes: SplitSizes) -> list[int]:

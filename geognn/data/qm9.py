@@ -29,7 +29,7 @@ import torch
 
 from geognn._checks import resolve_dtype
 from geognn.data import keys
-from geognn.data.collated import CollatedDataset, TargetInfo, flat_storage
+from geognn.data.collated import CollatedDataset, TargetInfo, file_fingerprint, flat_storage
 from geognn.data.qm9_sources import (  # noqa: F401 - re-exported: the readers and constants live there
     ALL_TARGETS,
     ATOMIZATION_TARGETS,
@@ -43,7 +43,6 @@ from geognn.data.qm9_sources import (  # noqa: F401 - re-exported: the readers a
     _QM9PACK_FILES,
     _REFERENCED_TARGETS,
     _atom_reference_table,
-    _fingerprint,
     _reorder,
     parse_qm9_xyz,
     qm9pack_data_dir,
@@ -146,7 +145,7 @@ class QM9(CollatedDataset):
         missing = [str(p) for p in inputs if not p.exists()]
         if missing:
             raise FileNotFoundError(f"QM9 source files are missing: {missing}")
-        path = self.root / "processed" / f"qm9_{kind}_{_fingerprint(inputs)}_v{FORMAT_VERSION}.pt"
+        path = self.root / "processed" / f"qm9_{kind}_{file_fingerprint(inputs)}_v{FORMAT_VERSION}.pt"
         if path.exists() and not force_reload:
             return path
         arrays = read_qm9pack(inputs[0].parent, progress) if kind == "qm9pack" else read_qm9_xyz(source, progress)

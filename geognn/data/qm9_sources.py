@@ -6,7 +6,6 @@ whose `QM9` dataset caches what these readers return).
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import tarfile
 from pathlib import Path
@@ -111,14 +110,6 @@ def qm9pack_data_dir() -> Path:
             "source= a folder or tarball of the original dsgdb9nsd .xyz files"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-def _fingerprint(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:12]
 
 
 class _Molecules:

@@ -17,12 +17,9 @@ from torch.utils.data import Sampler
 
 from geognn.data import MD17, QM9, ASEDataset, QM9xTB, keys
 from geognn.data.collated import group_split_indices, random_split_indices
-from geognn.data.qm9 import INTENSIVE_TARGETS
 from geognn.data.units import display_unit
 from geognn.training.config import ConfigError, DataSection
 
-# Kept for code that imported it from here; the datasets declare their targets (`target_info`).
-QM9_INTENSIVE = INTENSIVE_TARGETS
 
 
 def _qm9_xtb(**options):
@@ -152,4 +149,4 @@ def shard(num: int, world_size: int, rank: int) -> torch.Tensor:
     return torch.arange(rank, num, world_size)
 
 
-__all__ = ["DATASETS", "QM9_INTENSIVE", "Target", "build_dataset", "target_of", "load_splits", "EpochBatches", "shard"]
+__all__ = ["DATASETS", "Target", "build_dataset", "target_of", "load_splits", "EpochBatches", "shard"]

@@ -29,17 +29,13 @@ def _save(plt, figure, title: str, path: Path) -> Path:
     return path
 
 
-def _display(unit: str) -> tuple[float, str]:
-    return display_unit(unit)
-
-
 def plot_learning_curves(run_dir: Path, out: Path) -> Path:
     """Target MAE (and force MAE, and then the combined loss) against step for training and validation,
     and the learning rate."""
     plt = _pyplot()
     rows = read_log(run_dir)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    factor, unit = _display(info.get("unit", "eV"))
+    factor, unit = display_unit(info.get("unit", "eV"))
     target = info.get("target", "energy")
     errors = [
         (key, f"{label} MAE [{unit}{suffix}]", factor)
@@ -74,7 +70,7 @@ def plot_parity(run_dir: Path, out: Path) -> Optional[Path]:
         return None
     plt = _pyplot()
     predictions = torch.load(source, weights_only=True)
-    factor, unit = _display(predictions["unit"])
+    factor, unit = display_unit(predictions["unit"])
     baseline = predictions.get("baseline", torch.zeros_like(predictions["energy"]))
     panels = [(predictions["energy"] - baseline, predictions["energy_ref"] - baseline,
                f"energy − Σ element references [{unit}]", factor)]
