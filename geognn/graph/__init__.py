@@ -1,5 +1,9 @@
 """Graphs over atoms: radius graphs (molecules and periodic cells), bond graphs, edge geometry.
 
+Radius searches run on a backend (`geognn.graph.neighbors`): vesin-torch by default,
+torch-cluster when installed (``pip install "geognn[cluster]"``), chosen per call with
+``backend=`` or per model with the config field ``neighbor_backend``.
+
 Models choose their graph by name from `GRAPH_BUILDERS` (see `geognn.graph.builders`).
 """
 
@@ -14,6 +18,13 @@ from geognn.graph.builders import (
 )
 from geognn.graph.encodings import random_walk_pe
 from geognn.graph.edges import edge_vectors, lattice_offsets
+from geognn.graph.neighbors import (
+    NEIGHBOR_BACKENDS,
+    NeighborBackend,
+    check_backend_name,
+    installed_backends,
+    register_neighbor_backend,
+)
 from geognn.graph.radius import periodic_radius_graph, radius_graph
 from geognn.graph.triplets import triplets
 
@@ -35,4 +46,9 @@ __all__ = [
     "given_edges",
     "edge_attributes",
     "register_graph_builder",
+    "NEIGHBOR_BACKENDS",
+    "NeighborBackend",
+    "check_backend_name",
+    "installed_backends",
+    "register_neighbor_backend",
 ]

@@ -29,6 +29,7 @@ from ase.data import covalent_radii
 from torch import Tensor
 
 from geognn.graph.edges import edge_vectors, lattice_offsets
+from geognn.graph.neighbors import AUTO
 from geognn.graph.radius import periodic_radius_graph, radius_graph
 
 BOND_SCALE = 1.15
@@ -73,14 +74,16 @@ def bond_graph(
     scale: float = BOND_SCALE,
     cell: Optional[Tensor] = None,
     pbc: Optional[Tensor] = None,
+    backend: str = AUTO,
 ) -> tuple[Tensor, Optional[Tensor]]:
     """Bonds of a batch of structures: ``(edge_index [2, E], edge_shift [E, 3] or None)``.
 
     Both directions of every bond are listed, in the radius graph's convention (sender
     ``edge_index[0]``, receiver ``edge_index[1]``). ``cell`` [B, 3, 3] and ``pbc`` [B, 3]
-    make the search periodic, and ``edge_shift`` holds each sender's lattice image.
+    make the search periodic, and ``edge_shift`` holds each sender's lattice image. ``backend``
+    names the neighbour search (`geognn.graph.neighbors`).
     """
-    edge_index, edge_shift, _ = bonds_with_lengths(z, pos, batch, scale=scale, cell=cell, pbc=pbc)
+    edge_index, edge_shift, _ = bonds_with_lengths(z, pos, batch, scale=scale, cell=cell, pbc=pbc, backend=backend)
     return edge_index, edge_shift
 
 
@@ -92,6 +95,7 @@ def bonds_with_lengths(
     scale: float = BOND_SCALE,
     cell: Optional[Tensor] = None,
     pbc: Optional[Tensor] = None,
+    backend: str = AUTO,
 ) -> tuple[Tensor, Optional[Tensor], Tensor]:
     """`bond_graph` plus the length of each bond [E] (detached), which the search measures anyway."""
     if not scale > 0:
@@ -106,11 +110,11 @@ def bonds_with_lengths(
         cutoff = 2.0 * scale * float(radii.max()) if z.numel() else 1.0
         edge_shift = edge_offset = None
         if cell is None:
-            edge_index = radius_graph(pos, cutoff, batch, max_num_neighbors=None)
+            edge_index = radius_graph(pos, cutoff, batch, max_num_neighbors=None, backend=backend)
         else:
             if pbc is None:
                 raise ValueError("a bond graph with a 'cell' needs 'pbc' too")
-            edge_index, edge_shift = periodic_radius_graph(pos, cutoff, cell.detach(), pbc, batch)
+            edge_index, edge_shift = periodic_radius_graph(pos, cutoff, cell.detach(), pbc, batch, backend=backend)
             edge_offset = lattice_offsets(edge_index, edge_shift, cell.detach(), batch)
         _, length = edge_vectors(pos, edge_index, edge_offset)
         bonded = length <= scale * (radii[edge_index[0]] + radii[edge_index[1]])

@@ -7,7 +7,8 @@ lattice image of each sender for periodic structures, and optional per-edge attr
 passes the options from its config (``graph_options``); edge geometry is computed afterwards
 from the positions, the same way for every builder.
 
-    radius  every pair within ``cutoff`` Å (torch-cluster; periodic images included)
+    radius  every pair within ``cutoff`` Å (periodic images included), searched by ``backend``
+            (`geognn.graph.neighbors`: "auto", "vesin", "torch-cluster")
     bonds   covalent-radius bonds (`geognn.graph.bonds`), bond orders as ``edge_attr``
 
 Register another with `register_graph_builder`. A builder may also name how it decorates
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from geognn.graph.bonds import BOND_SCALE, bond_orders, bonds_with_lengths
+from geognn.graph.neighbors import AUTO
 from geognn.graph.radius import periodic_radius_graph, radius_graph
 
 
@@ -111,16 +113,18 @@ def edge_attributes(name: str, z: Tensor, edge_index: Tensor, edge_len: Tensor) 
 
 
 @register_graph_builder("radius")
-def radius_edges(z, pos, batch, cell=None, pbc=None, *, cutoff: float, max_num_neighbors=None) -> GraphEdges:
+def radius_edges(z, pos, batch, cell=None, pbc=None, *, cutoff: float, max_num_neighbors=None,
+                 backend: str = AUTO) -> GraphEdges:
     if cell is None:
-        return GraphEdges(radius_graph(pos, cutoff, batch, max_num_neighbors=max_num_neighbors))
-    edge_index, edge_shift = periodic_radius_graph(pos, cutoff, cell, pbc, batch, max_num_neighbors=max_num_neighbors)
+        return GraphEdges(radius_graph(pos, cutoff, batch, max_num_neighbors=max_num_neighbors, backend=backend))
+    edge_index, edge_shift = periodic_radius_graph(pos, cutoff, cell, pbc, batch, max_num_neighbors=max_num_neighbors,
+                                                   backend=backend)
     return GraphEdges(edge_index, edge_shift)
 
 
 @register_graph_builder("bonds", attributes=bond_orders)
-def bond_edges(z, pos, batch, cell=None, pbc=None, *, scale: float = BOND_SCALE) -> GraphEdges:
+def bond_edges(z, pos, batch, cell=None, pbc=None, *, scale: float = BOND_SCALE, backend: str = AUTO) -> GraphEdges:
     if z is None:
         raise ValueError("the bond graph needs the atomic numbers z")
-    edge_index, edge_shift, length = bonds_with_lengths(z, pos, batch, scale=scale, cell=cell, pbc=pbc)
+    edge_index, edge_shift, length = bonds_with_lengths(z, pos, batch, scale=scale, cell=cell, pbc=pbc, backend=backend)
     return GraphEdges(edge_index, edge_shift, bond_orders(z, edge_index, length))

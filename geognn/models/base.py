@@ -24,7 +24,7 @@ from torch_geometric.utils import scatter
 from geognn._checks import check_positions
 from geognn._fields import from_dict
 from geognn.data import keys
-from geognn.graph import build_edges, edge_attributes, edge_vectors, given_edges, lattice_offsets
+from geognn.graph import build_edges, check_backend_name, edge_attributes, edge_vectors, given_edges, lattice_offsets
 from geognn.nn.mlp import lookup
 
 READOUTS = ("sum", "mean")
@@ -40,12 +40,16 @@ class EnergyModelConfig:
         readout: "sum" (extensive targets such as energies) or "mean" (intensive).
         max_num_neighbors: None keeps every neighbour within the cutoff; an
             integer keeps the nearest ones and warns when any are dropped.
+        neighbor_backend: the library that searches the graph's pairs: "auto" (the
+            fastest installed one for the device), "vesin" or "torch-cluster"
+            (`geognn.graph.neighbors`). Every backend gives the same graph.
     """
 
     cutoff: float = 5.0
     max_atomic_number: int = 100
     readout: str = "sum"
     max_num_neighbors: Optional[int] = None
+    neighbor_backend: str = "auto"
 
 
 class AtomGraph(NamedTuple):
@@ -117,6 +121,7 @@ class EnergyModel(nn.Module):
         lookup({name: name for name in READOUTS}, config.readout, "readout")
         if not config.cutoff > 0:
             raise ValueError(f"cutoff must be positive, got {config.cutoff}")
+        check_backend_name(config.neighbor_backend)
         self.config = config
         self.register_buffer("energy_scale", torch.tensor(1.0))
         self.register_buffer("energy_shift", torch.tensor(0.0))
@@ -211,7 +216,8 @@ class EnergyModel(nn.Module):
 
     def graph_options(self) -> dict[str, Any]:
         """Keyword options for this model's graph builder, taken from its config."""
-        return {"cutoff": self.config.cutoff, "max_num_neighbors": self.config.max_num_neighbors}
+        return {"cutoff": self.config.cutoff, "max_num_neighbors": self.config.max_num_neighbors,
+                "backend": self.config.neighbor_backend}
 
     def build_graph(
         self,

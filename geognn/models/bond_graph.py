@@ -42,7 +42,8 @@ ATOM_FEATURE_DIM = 2 * (ATOM_FEATURE_DEGREE + 1) + 1
 
 @dataclass
 class BondGraphConfig(EnergyModelConfig):
-    """Fields of every 2D model (``cutoff`` and ``max_num_neighbors`` are not used: the graph is bonds).
+    """Fields of every 2D model (``cutoff`` and ``max_num_neighbors`` are not used: the graph is bonds,
+    found by a radius search with ``neighbor_backend``).
 
     Attributes:
         hidden_channels: width of the atom features.
@@ -84,7 +85,7 @@ class BondGraphModel(EnergyModel):
         self.readout = MLP([F, F // 2, 1], config.activation)
 
     def graph_options(self) -> dict:
-        return {"scale": self.config.bond_scale}
+        return {"scale": self.config.bond_scale, "backend": self.config.neighbor_backend}
 
     def make_conv(self) -> nn.Module:
         raise NotImplementedError
