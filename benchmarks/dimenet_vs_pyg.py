@@ -18,7 +18,8 @@ model: on CPU the rise of the resident set's high-water mark (VmHWM) over
 the resident set before the step, on CUDA ``torch.cuda.max_memory_allocated``.
 
 PyG 2.8 builds its radius graph through pyg-lib, which is not on PyPI; the
-benchmark points PyG's call at torch-cluster, which returns the same pairs.
+benchmark points PyG's call at geognn's search (`geognn.graph.pyg_radius_graph`), which
+returns the same pairs; both models build the same graph the same way.
 
 On CPU the memory allocator matters as much as the kernels: with glibc's
 defaults every large temporary is a fresh mmap whose pages fault in on first
@@ -42,11 +43,11 @@ PAPER = dict(hidden_channels=128, out_channels=1, num_blocks=4, int_emb_size=64,
 
 
 def patch_pyg_radius() -> None:
-    import torch_cluster
     from torch_geometric.nn.models import dimenet
 
-    dimenet.radius_graph = lambda pos, r, batch=None, max_num_neighbors=32: torch_cluster.radius_graph(
-        pos, r, batch, max_num_neighbors=max_num_neighbors)
+    from geognn.graph import pyg_radius_graph
+
+    dimenet.radius_graph = pyg_radius_graph
 
 
 def build_models(seed: int):

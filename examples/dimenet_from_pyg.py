@@ -51,12 +51,12 @@ print(f"\n{edge_index.shape[1]} edges, {idx_kj.numel()} triplets; one interactio
 if importlib.util.find_spec("torch_sparse") is None:
     print("\nPyG's DimeNet++ needs torch-sparse; skipping the from_pyg comparison")
 else:
-    import torch_cluster
     from torch_geometric.nn.models import DimeNetPlusPlus, dimenet
 
-    # PyG 2.8 asks pyg-lib for its radius graph (not on PyPI); torch-cluster finds the same pairs.
-    dimenet.radius_graph = lambda pos, r, batch=None, max_num_neighbors=32: torch_cluster.radius_graph(
-        pos, r, batch, max_num_neighbors=max_num_neighbors)
+    from geognn.graph import pyg_radius_graph
+
+    # PyG 2.8 asks pyg-lib for its radius graph (not on PyPI); geognn's search finds the same pairs.
+    dimenet.radius_graph = pyg_radius_graph
     theirs = DimeNetPlusPlus(hidden_channels=64, out_channels=1, num_blocks=2, int_emb_size=32, basis_emb_size=8,
                              out_emb_channels=128, num_spherical=7, num_radial=6,
                              output_initializer="glorot_orthogonal").double()

@@ -25,7 +25,7 @@ from geognn.graph.neighbors import (
     installed_backends,
     register_neighbor_backend,
 )
-from geognn.graph.radius import periodic_radius_graph, radius_graph
+from geognn.graph.radius import periodic_radius_graph, pyg_radius_graph, radius_graph
 from geognn.graph.triplets import triplets
 
 __all__ = [
@@ -51,4 +51,5 @@ __all__ = [
     "check_backend_name",
     "installed_backends",
     "register_neighbor_backend",
+    "pyg_radius_graph",
 ]

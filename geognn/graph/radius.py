@@ -119,6 +119,20 @@ def periodic_radius_graph(
     return edge_index, edge_shift.to(pos.dtype)
 
 
+def pyg_radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = False,
+                     max_num_neighbors: int = 32, flow: str = "source_to_target", **_) -> Tensor:
+    """PyG's ``radius_graph`` signature on `radius_graph`, for running PyG's own models.
+
+    PyG 2.8 looks for pyg-lib (not on PyPI) to build the radius graph of its SchNet and
+    DimeNet; point theirs at this (``torch_geometric.nn.models.dimenet.radius_graph =
+    pyg_radius_graph``). The search is exact; beyond ``max_num_neighbors`` the nearest are
+    kept (with a warning) where torch-cluster keeps an arbitrary subset.
+    """
+    if loop or flow != "source_to_target":
+        raise ValueError("pyg_radius_graph builds graphs without self-loops in PyG's source_to_target flow")
+    return radius_graph(x, r, batch, max_num_neighbors=max_num_neighbors)
+
+
 def reduction_ops(cell: Tensor, pbc: Tensor) -> Tensor:
     """Unimodular integer matrices [B, 3, 3] with ``op @ cell`` a Minkowski-reduced basis.
 

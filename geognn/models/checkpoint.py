@@ -15,6 +15,7 @@ and evaluation load checkpoints without touching training code.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -97,11 +98,27 @@ def model_from_checkpoint(checkpoint: Union[dict, str, Path], device: Any = "cpu
     name = checkpoint["model_name"]
     if name not in MODELS:
         raise ValueError(f"the checkpoint's model {name!r} is not one of this geognn's models {sorted(MODELS)}")
-    model = MODELS[name].from_config(checkpoint["model_config"])
+    model = MODELS[name].from_config(_runnable_here(checkpoint["model_config"]))
     state = checkpoint["state_dict"]
     saved_dtype = state["atomic_reference"].dtype
     model.to(saved_dtype).load_state_dict(state)
     return model.to(device=device, dtype=dtype or saved_dtype).eval()
+
+
+def _runnable_here(config: dict) -> dict:
+    """The model config with a neighbour backend this machine has: every backend gives the same
+    graph, so a checkpoint made with torch-cluster runs on vesin where torch-cluster is missing."""
+    from geognn.graph import NEIGHBOR_BACKENDS
+
+    backend = NEIGHBOR_BACKENDS.get(config.get("neighbor_backend", "auto"))
+    if backend is None or backend.is_installed():
+        return config
+    warnings.warn(
+        f"the checkpoint's model searches neighbours with {backend.name!r}, which is not installed here; "
+        "using 'auto' instead (every backend gives the same graph)",
+        stacklevel=3,
+    )
+    return {**config, "neighbor_backend": "auto"}
 
 
 __all__ = ["FORMAT_VERSION", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]

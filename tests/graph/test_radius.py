@@ -8,86 +8,43 @@ compares the *exact* set of edges (and lattice shifts) with the reference.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from geognn.graph import edge_vectors, lattice_offsets, periodic_radius_graph, radius_graph
+from brute_force import brute_molecule, brute_periodic, edge_set
+
+from geognn import graph
+from geognn.graph import edge_vectors, lattice_offsets
+from geognn.graph.neighbors import NEIGHBOR_BACKENDS
+
+# Every test here runs once per registered backend (skipped where its library is not
+# installed), through these two names, which the fixture below binds to that backend.
+radius_graph = periodic_radius_graph = None
+
+
+@pytest.fixture(autouse=True, params=list(NEIGHBOR_BACKENDS))
+def backend(request, monkeypatch):
+    backend = NEIGHBOR_BACKENDS[request.param]
+    if not backend.is_installed():
+        pytest.skip(f"the {backend.name} backend is not installed ({backend.install})")
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "radius_graph", functools.partial(graph.radius_graph, backend=backend.name))
+    monkeypatch.setattr(module, "periodic_radius_graph",
+                        functools.partial(graph.periodic_radius_graph, backend=backend.name))
+    return backend.name
+
 
 DTYPE = torch.float64
 PBC_PATTERNS = [tuple(p) for p in itertools.product([True, False], repeat=3)]  # all 8, incl. FFF
 
 
-# --------------------------------------------------------------------------- reference
-
-
-def brute_molecule(pos: np.ndarray, r: float, batch: np.ndarray | None = None) -> set[tuple[int, int]]:
-    """All (j, i), j != i, same structure, |pos[j] - pos[i]| < r."""
-    n = len(pos)
-    batch = np.zeros(n, dtype=int) if batch is None else np.asarray(batch)
-    dist = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)  # [j, i]
-    mask = (dist < r) & (batch[:, None] == batch[None, :]) & ~np.eye(n, dtype=bool)
-    return {(int(j), int(i)) for j, i in zip(*np.nonzero(mask))}
-
-
-def shift_bound(pos: np.ndarray, r: float, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
-    """Generous |s_k| bound: zero along non-periodic directions.
-
-    With dual vectors d_k of the periodic sub-lattice (d_k . a_l = delta_kl) and
-    fractional coordinates f = pos . d_k, |x_j + s @ cell - x_i| >= |f_j - f_i + s_k| / |d_k|,
-    so any image within r has |s_k| < r |d_k| + (max f_k - min f_k).
-    """
-    bound = np.zeros(3, dtype=int)
-    if pbc.any():
-        lattice = cell[pbc]  # [m, 3]
-        dual = np.linalg.pinv(lattice).T  # [m, 3]
-        assert np.allclose(dual @ lattice.T, np.eye(len(lattice)))
-        frac = pos @ dual.T
-        span = frac.max(0) - frac.min(0)
-        bound[pbc] = np.ceil(r * np.linalg.norm(dual, axis=1) + span).astype(int) + 2
-    return bound
-
-
-def brute_periodic(pos, r, cells, pbcs, batch=None) -> set[tuple[int, int, int, int, int]]:
-    """All (j, i, s0, s1, s2) with |pos[j] + s @ cell - pos[i]| < r, minus (i, i, 0)."""
-    pos = np.asarray(pos, dtype=np.float64)
-    cells = np.asarray(cells, dtype=np.float64).reshape(-1, 3, 3)
-    pbcs = np.asarray(pbcs, dtype=bool).reshape(-1, 3)
-    batch = np.zeros(len(pos), dtype=int) if batch is None else np.asarray(batch)
-    edges = set()
-    for b in range(len(cells)):
-        atoms = np.nonzero(batch == b)[0]
-        if len(atoms) == 0:
-            continue
-        p, cell, pbc = pos[atoms], cells[b], pbcs[b]
-        n = shift_bound(p, r, cell, pbc)
-        shifts = np.stack(
-            np.meshgrid(*[np.arange(-m, m + 1) for m in n], indexing="ij"), axis=-1
-        ).reshape(-1, 3)
-        translations = shifts @ cell
-        images = p[:, None, :] + translations[None, :, :]  # [j, K, 3]
-        for a, i in enumerate(atoms):
-            dist = np.linalg.norm(images - p[a], axis=-1)
-            for j, k in zip(*np.nonzero(dist < r)):
-                s = shifts[k]
-                if j == a and not s.any():
-                    continue
-                edges.add((int(atoms[j]), int(i), int(s[0]), int(s[1]), int(s[2])))
-    return edges
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def edge_set(edge_index, edge_shift=None):
-    ei = edge_index.tolist()
-    if edge_shift is None:
-        return [(j, i) for j, i in zip(*ei)]
-    shifts = torch.round(edge_shift).long().tolist()
-    return [(j, i, *s) for j, i, s in zip(*ei, shifts)]
 
 
 def assert_sorted_by_receiver_then_sender(edge_index, num_nodes):
@@ -125,6 +82,7 @@ def check_periodic_graph(pos, r, cell, pbc, batch=None):
 
     got = edge_set(edge_index, edge_shift)
     assert len(got) == len(set(got)), "duplicate edges"
+    assert got == sorted(got, key=lambda e: (e[1], e[0], *e[2:])), "edges must be sorted by receiver, sender, shift"
     expected = brute_periodic(pos.numpy(), r, cell_b.numpy(), pbc_b.numpy(), None if batch is None else batch.numpy())
     assert set(got) == expected
     reversed_ = {(i, j, -s0, -s1, -s2) for j, i, s0, s1, s2 in got}
@@ -205,6 +163,17 @@ def test_cutoff_is_strict():
     assert edge_index.shape == (2, 0)  # images exactly at r are excluded
     edge_index, _ = periodic_radius_graph(one, 2.0 + 1e-9, cell, torch.tensor([True, True, True]))
     assert edge_index.shape == (2, 6)
+
+
+def test_cutoff_is_strict_in_a_batch():
+    # structures of a batch may be moved apart before the search (vesin): pairs at the cutoff
+    # are still decided on the positions as given
+    pos = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [5.0, 5, 5], [5.0, 5, 6], [5.0, 5, 7.5]], dtype=DTYPE)
+    batch = torch.tensor([0, 0, 1, 1, 1])
+    assert radius_graph(pos, 1.0, batch).shape == (2, 0)
+    assert edge_set(radius_graph(pos, 1.0 + 1e-12, batch)) == [(1, 0), (0, 1), (3, 2), (2, 3)]
+    assert radius_graph(pos, 1.5, batch).shape == (2, 4)  # 3-4 is 1.5 apart
+    assert radius_graph(pos, 1.5 + 1e-12, batch).shape == (2, 6)
 
 
 # --------------------------------------------------------------------------- random molecules

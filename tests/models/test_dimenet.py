@@ -13,6 +13,7 @@ from torch_geometric.data import Batch, Data
 
 from geognn.data import atoms_to_data, keys
 from geognn.data.qm9 import read_qm9_xyz
+from geognn.graph import pyg_radius_graph
 from geognn.models import MODELS, DimeNet, DimeNetPP, build_model
 from geognn.testing import ModelTestMixin
 
@@ -147,12 +148,10 @@ def pyg_model(variant: str):
 
 
 def pyg_energy_and_forces(model, batch, monkeypatch):
-    import torch_cluster
     from torch_geometric.nn.models import dimenet as pyg
 
-    # PyG 2.8 routes radius_graph through pyg-lib, which is not on PyPI; torch-cluster finds the same pairs.
-    monkeypatch.setattr(pyg, "radius_graph", lambda pos, r, batch=None, max_num_neighbors=32:
-                        torch_cluster.radius_graph(pos, r, batch, max_num_neighbors=max_num_neighbors))
+    # PyG 2.8 routes radius_graph through pyg-lib, which is not on PyPI; geognn's search finds the same pairs.
+    monkeypatch.setattr(pyg, "radius_graph", pyg_radius_graph)
     pos = batch.pos.clone().requires_grad_(True)
     energy = model(batch.z, pos, batch.batch).squeeze(-1)
     forces = -torch.autograd.grad(energy.sum(), pos)[0]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from geognn.data import keys
+from geognn.graph import pyg_radius_graph
 from geognn.models import MODELS, SchNet, build_model
 from geognn.nn import SchNetInteraction
 from geognn.testing import ModelTestMixin, molecules, to_batch
@@ -85,12 +86,10 @@ def pyg_schnet():
 
 
 def test_from_pyg_gives_pyg_energies_and_forces(monkeypatch):
-    import torch_cluster
     from torch_geometric.nn.models import schnet as pyg
 
-    # PyG 2.8 routes radius_graph through pyg-lib, which is not on PyPI; torch-cluster finds the same pairs.
-    monkeypatch.setattr(pyg, "radius_graph", lambda pos, r, batch=None, max_num_neighbors=32:
-                        torch_cluster.radius_graph(pos, r, batch, max_num_neighbors=max_num_neighbors))
+    # PyG 2.8 routes radius_graph through pyg-lib, which is not on PyPI; geognn's search finds the same pairs.
+    monkeypatch.setattr(pyg, "radius_graph", pyg_radius_graph)
     batch = to_batch(molecules())
     theirs = pyg_schnet()
     ours = SchNet.from_pyg(theirs)
