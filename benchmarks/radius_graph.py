@@ -17,7 +17,9 @@
 
 Reported are medians over ``--rounds`` rounds; within a round the methods run one after the
 other in an order that alternates between rounds. Methods whose library is not installed are
-left out (and said so).
+left out (and said so). The process keeps freed memory as the ``geognn`` command does
+(`geognn._malloc`; ``--glibc-defaults`` leaves glibc's thresholds): with glibc's defaults the
+heap state left by one section shifted later timings by up to 20%.
 """
 
 from __future__ import annotations
@@ -294,7 +296,12 @@ def main():
     parser.add_argument("--si-repeats", type=int, nargs="+", default=list(SI_REPEATS))
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--json", help="write the medians here")
+    parser.add_argument("--glibc-defaults", action="store_true", help="leave glibc's malloc thresholds as they are")
     args = parser.parse_args()
+    if not args.glibc_defaults:
+        from geognn._malloc import keep_freed_memory
+
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     backends = installed_backends()
@@ -304,7 +311,8 @@ def main():
     print(f"# {hardware(device)}; {platform.machine()}; torch {torch.__version__}; vesin-torch "
           f"{vesin_torch.__version__}; ASE {ase.__version__}; backends installed: {', '.join(backends)}; "
           f"auto = {AUTO_ORDER[(device.type, 'molecules')][0]} (molecules), "
-          f"{AUTO_ORDER[(device.type, 'periodic')][0]} (periodic)")
+          f"{AUTO_ORDER[(device.type, 'periodic')][0]} (periodic); allocator: "
+          f"{'glibc defaults' if args.glibc_defaults else 'geognn._malloc.keep_freed_memory'}")
     results = {section: {} for section in SECTIONS}
     for section in args.only:
         SECTIONS[section](args, device, backends, results)
