@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from geognn._checks import periodic_gram
+
 AUTO = "auto"
 
 # Relative width of the band around the cutoff where a backend's own distances are not trusted
@@ -157,7 +159,7 @@ class Vesin(NeighborBackend):
     _THREADED_ATOMS = 10_000
 
     def __init__(self):
-        self._lists: dict[tuple[float, str], object] = {}
+        self._lists: dict[tuple[float, str, int], object] = {}  # (cutoff, device type, threads) -> NeighborList
 
     def _list(self, r: float, device: torch.device, threads: int):
         key = (r, device.type, threads)
@@ -275,7 +277,7 @@ class TorchCluster(NeighborBackend):
 
         # The library's own op, as its radius_graph calls it, without the Python around it
         # (self pairs, which that removes, are dropped by the caller anyway).
-        ptr = None
+        pos, ptr = pos.contiguous(), None
         if num_graphs > 1:
             ptr = torch.bucketize(torch.arange(num_graphs + 1, device=pos.device), batch)
 
@@ -290,8 +292,6 @@ class TorchCluster(NeighborBackend):
 
         # Replicate the atoms wrapped into the cell over the images the cutoff can reach.
         lattice = cell * pbc.unsqueeze(-1)  # [B, 3, 3], zero rows off-pbc
-        from geognn._checks import periodic_gram
-
         dual = torch.linalg.inv(periodic_gram(cell, pbc)) @ lattice
         frac = torch.einsum("ni,nki->nk", pos, dual[batch])
         wrap = torch.floor(frac)  # [N, 3], zero along non-periodic directions
