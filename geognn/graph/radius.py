@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from geognn._checks import check_cell, check_cutoff, check_max_num_neighbors, check_positions
-from geognn.graph.edges import lattice_offsets
+from geognn.graph.edges import edge_vectors, lattice_offsets
 from geognn.graph.neighbors import AUTO, SETTLE_BAND, Candidates, neighbor_backend
 
 
@@ -190,19 +190,25 @@ def _settle(found: Candidates, pos: Tensor, r: float, cell: Tensor | None = None
     """
     if found.distance is None:
         return found
-    distance = found.distance.numpy() if found.distance.device.type == "cpu" else found.distance
-    if not bool((distance >= r * (1.0 - SETTLE_BAND)).any()):  # the common case: one pass, numpy on CPU
+    on_cpu = found.distance.device.type == "cpu"
+    near = (found.distance.numpy() if on_cpu else found.distance) >= r * (1.0 - SETTLE_BAND)  # numpy: cheaper on CPU
+    if not bool(near.any()):  # the common case
         return found
-    near = found.distance >= r * (1.0 - SETTLE_BAND)
+    near = torch.from_numpy(near) if on_cpu else near
     index = torch.nonzero(near).squeeze(1)
-    sender, receiver = found.sender[index], found.receiver[index]
-    vec = pos[sender] - pos[receiver]
-    if found.shift is not None:
-        vec = vec + lattice_offsets(torch.stack([sender, receiver]), found.shift[index], cell, batch)
+    edge_index = torch.stack([found.sender[index], found.receiver[index]])
+    _, length = _exact_edges(pos, edge_index, None if found.shift is None else found.shift[index], cell, batch)
     keep = ~near
-    keep[index] = torch.linalg.vector_norm(vec, dim=-1) < r
+    keep[index] = length < r
     return Candidates(found.sender[keep], found.receiver[keep],
                       None if found.shift is None else found.shift[keep], found.distance[keep])
+
+
+def _exact_edges(pos: Tensor, edge_index: Tensor, shift: Tensor | None, cell: Tensor | None,
+                 batch: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Edge vectors and lengths in float64 on the positions as given, the models' arithmetic."""
+    offset = None if shift is None else lattice_offsets(edge_index, shift, cell, batch)
+    return edge_vectors(pos, edge_index, offset)
 
 
 def _sort_and_limit(
@@ -220,9 +226,7 @@ def _sort_and_limit(
         sender, receiver = edge_index
         degree = torch.bincount(receiver, minlength=num_nodes)
         if int(degree.max()) > max_num_neighbors:
-            vec = pos[sender] - pos[receiver]
-            if shift is not None:
-                vec = vec + lattice_offsets(edge_index, shift, cell, batch)
+            vec, _ = _exact_edges(pos, edge_index, shift, cell, batch)
             # nearest first within each receiver; equal lengths keep the sorted order
             by_length = torch.argsort(vec.pow(2).sum(-1), stable=True)
             by_receiver = by_length[torch.argsort(receiver[by_length], stable=True)]
