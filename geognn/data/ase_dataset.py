@@ -22,7 +22,7 @@ from geognn.data.units import energy_unit_factor
 PathLike = Union[str, os.PathLike]
 
 # Version of the processed cache's layout; a change makes old caches stale.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 # Formats whose frames are "count line, comment line, one line per atom", so
 # that a failing frame's first line number can be reported.
@@ -113,10 +113,12 @@ class ASEDataset(CollatedDataset):
         cache: where to keep the processed frames (collated tensors) so that a
             reload takes seconds: True (default) uses a ``processed/`` folder
             beside the first file, a path names the folder, False reads the
-            files every time. The cache file's name holds a fingerprint of the
-            files (path, size, modification time) and of the options above, so
-            a changed file or option rebuilds it; older caches of the same
-            files are removed. A folder that cannot be written only warns.
+            files every time. The cache is keyed by the files' contents (their
+            names and SHA-256), every option above that changes the frames
+            (index, format, label keys, energy unit, dtype, group_by) and
+            `CACHE_VERSION`, so a changed file or option rebuilds it; older
+            caches of the same files are removed. A folder that cannot be
+            written only warns.
 
     Raises:
         DatasetFormatError: an unreadable or truncated file (naming the file,
@@ -151,11 +153,13 @@ class ASEDataset(CollatedDataset):
         for path in self.paths:
             if not path.exists():
                 raise FileNotFoundError(f"data file {path} does not exist")
-        self.cache_path = self._cache_path(cache, index, format, energy_unit)
-        if self.cache_path is not None and self.cache_path.exists():
-            stored = torch.load(self.cache_path, weights_only=True, mmap=True)
-            self._data, self.slices = Data.from_dict(stored["data"]), stored["slices"]
-            self._labels = frozenset(stored["labels"])
+        # Everything that changes what the frames hold; the cache is keyed by all of it.
+        content = {"index": repr(index), "format": format, "label_keys": sorted(self.label_keys.items()),
+                   "energy_unit": energy_unit, "dtype": str(self.dtype), "group_by": group_by,
+                   "cache_version": CACHE_VERSION}
+        self._content_key = repr(sorted(content.items()))
+        self.cache_path = self._cache_path(cache)
+        if self.cache_path is not None and self._read_cache():
             return
         self._read_all(index, format, progress)
         if self.cache_path is not None:
@@ -176,17 +180,29 @@ class ASEDataset(CollatedDataset):
                     frame[keys.PBC] = torch.zeros(1, 3, dtype=torch.bool)
         self._data, self.slices = self.collate(frames)
 
-    def _cache_path(self, cache, index, format, energy_unit) -> Optional[Path]:
+    def _cache_path(self, cache) -> Optional[Path]:
         if cache is False or cache is None:
             return None
         folder = self.paths[0].resolve().parent / "processed" if cache is True else Path(cache)
-        options = (repr(index), format, sorted(self.label_keys.items()), energy_unit, str(self.dtype), self.group_by,
-                   CACHE_VERSION)
-        options_digest = hashlib.sha256(repr(options).encode()).hexdigest()[:8]
-        return folder / f"{self.paths[0].stem}_{file_fingerprint(self.paths)}_{options_digest}.pt"
+        self._files_digest = file_fingerprint(self.paths)
+        options_digest = hashlib.sha256(self._content_key.encode()).hexdigest()[:8]
+        return folder / f"{self.paths[0].stem}_{self._files_digest}_{options_digest}.pt"
+
+    def _read_cache(self) -> bool:
+        """Load the cache if it exists and was written for these files and options (the name holds
+        only short digests, so the full key stored inside is compared too)."""
+        if not self.cache_path.exists():
+            return False
+        stored = torch.load(self.cache_path, weights_only=True, mmap=True)
+        if stored.get("files") != self._files_digest or stored.get("content") != self._content_key:
+            return False
+        self._data, self.slices = Data.from_dict(stored["data"]), stored["slices"]
+        self._labels = frozenset(stored["labels"])
+        return True
 
     def _write_cache(self) -> None:
-        stored = {"data": self._data.to_dict(), "slices": self.slices, "labels": sorted(self._labels)}
+        stored = {"data": self._data.to_dict(), "slices": self.slices, "labels": sorted(self._labels),
+                  "files": self._files_digest, "content": self._content_key}
         folder = self.cache_path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)

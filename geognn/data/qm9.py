@@ -13,8 +13,9 @@ Two sources are understood:
   to drop the 3,054 whose geometry checks failed, as most papers do.
 
 The parsed set is written once to ``<root>/processed/`` and reloaded from there;
-the cache file name holds the source's fingerprint (path, size, modification
-time) and `FORMAT_VERSION`, so a changed source or a new format re-processes.
+the cache is keyed by the source files' contents (names and SHA-256, including
+``uncharacterized.txt``) and `FORMAT_VERSION`, so a changed source or a new
+format re-processes.
 """
 
 from __future__ import annotations
@@ -113,8 +114,7 @@ class QM9(CollatedDataset):
         dtype = resolve_dtype(dtype)
         super().__init__(transform=transform)
         self.root, self.target = Path(root), target
-        self.cache_path = self._load_or_process(source, uncharacterized, force_reload, progress)
-        stored = torch.load(self.cache_path, weights_only=True)
+        self.cache_path, stored = self._load_or_process(source, uncharacterized, force_reload, progress)
         node = {keys.ATOMIC_NUMBERS: stored["z"], keys.POSITIONS: stored["pos"].to(dtype)}
         graph = {keys.QM9_TARGETS: stored["y"], keys.DATASET_INDEX: stored["index"]}
         if target is not None:
@@ -127,7 +127,7 @@ class QM9(CollatedDataset):
             chosen = torch.randperm(len(stored["index"]), generator=generator)[:subset].sort().values
             self._indices = chosen.tolist()
 
-    def _load_or_process(self, source, uncharacterized, force_reload: bool, progress: bool) -> Path:
+    def _load_or_process(self, source, uncharacterized, force_reload: bool, progress: bool) -> tuple[Path, dict]:
         if source is None:
             data_dir = qm9pack_data_dir()
             inputs = [data_dir / name for name in _QM9PACK_FILES]
@@ -145,9 +145,12 @@ class QM9(CollatedDataset):
         missing = [str(p) for p in inputs if not p.exists()]
         if missing:
             raise FileNotFoundError(f"QM9 source files are missing: {missing}")
-        path = self.root / "processed" / f"qm9_{kind}_{file_fingerprint(inputs)}_v{FORMAT_VERSION}.pt"
+        fingerprint = file_fingerprint(inputs)
+        path = self.root / "processed" / f"qm9_{kind}_{fingerprint}_v{FORMAT_VERSION}.pt"
         if path.exists() and not force_reload:
-            return path
+            stored = torch.load(path, weights_only=True)
+            if stored.get("format_version") == FORMAT_VERSION and stored.get("inputs") == fingerprint:
+                return path, stored
         arrays = read_qm9pack(inputs[0].parent, progress) if kind == "qm9pack" else read_qm9_xyz(source, progress)
         if uncharacterized is not None:
             excluded = read_uncharacterized(uncharacterized)
@@ -161,6 +164,7 @@ class QM9(CollatedDataset):
             )
         stored = {
             "format_version": FORMAT_VERSION,
+            "inputs": fingerprint,
             "index": torch.from_numpy(arrays["index"]),
             "num_atoms": torch.from_numpy(arrays["num_atoms"]),
             "z": torch.from_numpy(arrays["z"]),
@@ -173,7 +177,7 @@ class QM9(CollatedDataset):
         partial = path.with_suffix(f".pt.{os.getpid()}.partial")
         torch.save(stored, partial)
         os.replace(partial, path)
-        return path
+        return path, stored
 
     @property
     def target_info(self) -> TargetInfo:

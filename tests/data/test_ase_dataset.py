@@ -570,3 +570,129 @@ def test_group_by_file_or_info_key(tmp_path):
     assert tagged.structure_values(keys.GROUP).tolist() == [0, 1, 0]
     with pytest.raises(DatasetFormatError, match="no 'molecule' in the frame's info"):
         ASEDataset(first, group_by="molecule", cache=False)
+
+
+def _relabelled_crystals(rng):
+    """Crystals carrying two sets of labels (the calculator's and REF_* ones, all different) and a
+    per-frame info tag, so that every loading option changes what is read."""
+    frames = _crystals(rng) + _crystals(rng)
+    for number, atoms in enumerate(frames):
+        atoms.info["REF_energy"] = float(rng.normal(scale=10.0))
+        atoms.info["REF_stress"] = rng.normal(scale=0.01, size=6)
+        atoms.arrays["REF_forces"] = rng.normal(size=(len(atoms), 3))
+        atoms.info["mol"] = "even" if number % 2 == 0 else "odd"
+    return frames
+
+
+# Each entry changes one option that changes the frames; loaded in turn into one cache folder.
+_CONTENT_OPTIONS = [
+    {},
+    {"energy_key": "REF_energy"},
+    {"forces_key": "REF_forces"},
+    {"stress_key": "REF_stress"},
+    {"stress_key": None},
+    {"forces_key": None},
+    {"dtype": torch.float32},
+    {"dtype": torch.float64},
+    {"energy_unit": "kcal/mol"},
+    {"energy_unit": "Hartree", "dtype": torch.float32},
+    {"index": ":2"},
+    {"index": "1:"},
+    {"index": -1},
+    {"group_by": "mol"},
+    {"group_by": "file"},
+    {"format": "xyz"},  # plain xyz: the same file read without its labels
+    {"format": "traj"},
+]
+
+
+def _assert_same_content(cached, reference):
+    assert len(cached) == len(reference) and cached.labels == reference.labels
+    for x, y in zip(cached, reference):
+        assert sorted(x.keys()) == sorted(y.keys())
+        for key in x.keys():
+            assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key]), key
+
+
+def test_the_cache_never_returns_another_options_content(tmp_path, monkeypatch):
+    """Every option that changes the frames (label keys, dtype, unit, index, group_by, format)
+    gets its own content from one shared cache folder, whatever was loaded before, in either
+    order; a repeated option is a cache hit."""
+    frames = _relabelled_crystals(np.random.default_rng(5))
+    extxyz = _write(tmp_path, "crystals", frames)
+    traj = tmp_path / "crystals_traj"
+    ase.io.write(traj, frames, format="traj")  # no suffix: only format= says how to read it
+    folder = tmp_path / "cache"
+    references = []
+    for options in _CONTENT_OPTIONS:
+        path = traj if options.get("format") == "traj" else extxyz
+        references.append((path, ASEDataset(path, cache=False, **options)))
+    # The options really differ in content, so that a shared cache would show.
+    for (_, a), (_, b) in zip(references, references[1:]):
+        with pytest.raises(AssertionError):
+            _assert_same_content(a, b)
+    for order in (range(len(_CONTENT_OPTIONS)), reversed(range(len(_CONTENT_OPTIONS)))):
+        for k in order:
+            path, reference = references[k]
+            _assert_same_content(ASEDataset(path, cache=folder, **_CONTENT_OPTIONS[k]), reference)
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the file was parsed again")
+
+    monkeypatch.setattr(ase.io, "iread", no_parsing)
+    for (path, reference), options in zip(references, _CONTENT_OPTIONS):
+        _assert_same_content(ASEDataset(path, cache=folder, **options), reference)
+
+
+def test_every_content_option_is_part_of_the_cache_key():
+    """A new constructor argument is keyed unless it is known not to change the frames."""
+    import inspect
+
+    not_content = {"self", "paths", "transform", "progress", "cache"}
+    arguments = set(inspect.signature(ASEDataset.__init__).parameters) - not_content
+    names = {"index", "format", "energy_key", "forces_key", "stress_key", "energy_unit", "dtype", "group_by"}
+    assert arguments == names, "a new ASEDataset option: add it to the cache key and to _CONTENT_OPTIONS"
+
+
+def test_the_cache_follows_the_contents_not_the_time_stamp(tmp_path):
+    """A file edited in place with the same size and modification time (a restored backup,
+    `cp -p`) is read again; the same contents in a moved file reuse the cache."""
+    import os
+
+    rng = np.random.default_rng(6)
+    frames = _molecules(rng)
+    path = _write(tmp_path, "molecules", frames)
+    folder = tmp_path / "cache"
+    first = ASEDataset(path, cache=folder)
+    stamp = path.stat()
+    text = path.read_text()
+    energy = f"{frames[0].calc.results['energy']:.8f}"[:6]
+    assert text.count(energy) == 1
+    swapped = energy[:-1] + ("1" if energy[-1] != "1" else "2")
+    path.write_text(text.replace(energy, swapped))
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert path.stat().st_size == stamp.st_size and path.stat().st_mtime_ns == stamp.st_mtime_ns
+    edited = ASEDataset(path, cache=folder)
+    assert edited.cache_path != first.cache_path
+    _assert_same_content(edited, ASEDataset(path, cache=False))
+    assert float(edited[0].energy) != float(first[0].energy)
+
+    moved = tmp_path / "elsewhere" / path.name
+    moved.parent.mkdir()
+    os.replace(path, moved)
+    assert ASEDataset(moved, cache=folder).cache_path == edited.cache_path
+
+
+def test_a_cache_whose_stored_key_differs_is_not_used(tmp_path):
+    """The file name holds short digests; the full key stored inside is compared as well, so a
+    colliding or hand-copied cache file is rebuilt rather than trusted."""
+    rng = np.random.default_rng(7)
+    frames = _molecules(rng)
+    path = _write(tmp_path, "molecules", frames)
+    folder = tmp_path / "cache"
+    in_ev = ASEDataset(path, cache=folder)
+    in_kcal = ASEDataset(path, cache=folder, energy_unit="kcal/mol")
+    import shutil
+
+    shutil.copyfile(in_kcal.cache_path, in_ev.cache_path)  # the eV name now holds the kcal/mol content
+    _assert_same_content(ASEDataset(path, cache=folder), ASEDataset(path, cache=False))

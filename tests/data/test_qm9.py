@@ -324,3 +324,61 @@ def test_units_table_covers_every_target():
     assert reference[6].item() == pytest.approx(-37.861317 * HARTREE, rel=1e-7)
     with pytest.raises(ValueError, match="atom references"):
         QM9.atom_reference("mu")
+
+
+def _contents(dataset):
+    return {name: dataset._data[name].clone() for name in ("z", "pos", "y", "idx")}, list(dataset.indices())
+
+
+def _assert_same(a, b):
+    (tensors_a, indices_a), (tensors_b, indices_b) = a, b
+    assert indices_a == indices_b
+    for name in tensors_a:
+        assert tensors_a[name].dtype == tensors_b[name].dtype and torch.equal(tensors_a[name], tensors_b[name]), name
+
+
+def test_the_cache_follows_the_contents_of_the_source(sample_dir, tmp_path):
+    """One root, loads in turn with every option that changes the content (the molecules kept by
+    an uncharacterized list, dtype, subset, seed, target) and a source file edited in place with
+    its size and time stamp kept: each load equals a fresh load into an empty root."""
+    root = tmp_path / "root"
+    first_list, second_list = tmp_path / "drop_2_5.txt", tmp_path / "drop_3.txt"
+    first_list.write_text("Index  dsgdb9nsd  SMILES\n 2  ...\n 5  ...\n")
+    second_list.write_text("Index  dsgdb9nsd  SMILES\n 3  ...\n")
+    variants = [{}, {"uncharacterized": first_list}, {"uncharacterized": second_list}, {"dtype": torch.float64},
+                {"dtype": torch.float32}, {"subset": 4}, {"subset": 4, "seed": 1}, {"target": "gap"},
+                {"target": None}]
+    fresh = [_contents(QM9(tmp_path / f"fresh{k}", source=sample_dir, progress=False, **options))
+             for k, options in enumerate(variants)]
+    for k, options in [*enumerate(variants), *reversed(list(enumerate(variants)))]:
+        _assert_same(_contents(QM9(root, source=sample_dir, progress=False, **options)), fresh[k])
+
+    path = sample_dir / "dsgdb9nsd_000003.xyz"
+    stamp = path.stat()
+    text = path.read_text()
+    assert text.count("-0.0343604951") == 1
+    path.write_text(text.replace("-0.0343604951", "-0.0343604900"))
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert path.stat().st_size == stamp.st_size and path.stat().st_mtime_ns == stamp.st_mtime_ns
+    edited = QM9(root, source=sample_dir, dtype=torch.float64, progress=False)
+    water = [item for item in edited if int(item.idx) == 3][0]
+    assert water.pos[0, 0].item() == pytest.approx(-0.03436049, abs=1e-12)
+    _assert_same(_contents(edited), _contents(QM9(tmp_path / "fresh_edited", source=sample_dir,
+                                                   dtype=torch.float64, progress=False)))
+
+
+def test_a_cache_of_another_format_or_source_is_not_used(sample_dir, tmp_path, monkeypatch):
+    """The cache's name holds short digests; what is stored inside (format version, source
+    digest) is compared too, so a cache written by another format under the same name is rebuilt."""
+    root = tmp_path / "root"
+    first = QM9(root, source=sample_dir, progress=False)
+    stored = torch.load(first.cache_path, weights_only=True)
+    for change in ({"format_version": qm9_module.FORMAT_VERSION - 1}, {"inputs": "0" * 12}):
+        torch.save({**stored, "y": torch.zeros_like(stored["y"]), **change}, first.cache_path)
+        calls = []
+        real = qm9_module.read_qm9_xyz
+        monkeypatch.setattr(qm9_module, "read_qm9_xyz", lambda *a, real=real, **k: calls.append(1) or real(*a, **k))
+        again = QM9(root, source=sample_dir, progress=False)
+        monkeypatch.undo()
+        assert calls == [1], change
+        assert torch.equal(again._data.y, first._data.y)

@@ -6,7 +6,9 @@ that need tblite are skipped without it.
 
 import importlib.util
 import json
+import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import ase.io
@@ -177,3 +179,27 @@ def test_gfn2_forces_are_minus_the_energy_gradient_and_the_sample_matches():
             moved.calc = calculator
             energies.append(moved.get_potential_energy())
         assert -(energies[0] - energies[1]) / (2 * step) == pytest.approx(frame.get_forces()[atom, axis], abs=2e-4)
+
+
+def test_a_resume_from_other_geometries_or_source_is_refused(molecules, tmp_path):
+    """The chunks of a run belong to its molecules' geometries, not only to their indices: a resume
+    with the same indices from another source is refused, and so is loading a finished folder
+    with another QM9 source."""
+    run_recipe(molecules[:2], tmp_path / "run", RECIPE, workers=1, progress=False)
+    moved = [(index, atoms.copy()) for index, atoms in molecules[:2]]
+    moved[1][1].positions[0] += 0.01
+    with pytest.raises(ValueError, match="different recipe or molecule list"):
+        run_recipe(moved, tmp_path / "run", RECIPE, workers=1, progress=False)
+
+    recipe = dict(method="EMT", num_molecules=3, rattles=1, md_snapshots=0, chunk_size=8, seed=3)
+    source = tmp_path / "xyz"
+    shutil.copytree(SAMPLES / "qm9_xyz", source)
+    with warnings.catch_warnings():  # three molecules determine few element energies
+        warnings.simplefilter("ignore")
+        QM9xTB(tmp_path / "data", source=source, workers=1, progress=False, **recipe)
+    per_molecule = XTBRecipe(**recipe).configurations_per_molecule
+    assert len(QM9xTB(tmp_path / "data", source=source, generate=False, **recipe)) == 3 * per_molecule
+    other = tmp_path / "other_xyz"
+    shutil.copytree(SAMPLES / "qm9_xyz", other)
+    with pytest.raises(ValueError, match="generated from QM9 source"):
+        QM9xTB(tmp_path / "data", source=other, generate=False, **recipe)

@@ -1,0 +1,162 @@
+"""Mutation check: do the tests catch realistic one-line bugs in geognn?
+
+Each mutant below is a plausible mistake in the physics, data or comparison
+code (a missing unit factor, a wrong input wired into a formula, a cache key
+that forgets an option), with the tests that must catch it. The script copies
+the repository to a temporary folder, applies one mutant at a time there (the
+working tree is never touched), runs the named tests with the copy first on
+``sys.path``, and reports which mutants the tests caught.
+
+Run on demand, not in CI (a full run takes about ten minutes on 2 cores)::
+
+    python tools/mutants.py               # every mutant
+    python tools/mutants.py -k cache md   # mutants whose name contains "cache" or "md"
+    python tools/mutants.py --list
+
+Exit status 1 when a mutant survives (its tests all pass), 2 when a mutant no
+longer applies (its original text is not found exactly once: the code moved on,
+so update the mutant). The last full run is recorded in ``tests/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # relative to the repository root
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # pytest node ids or files; at least one must fail
+    why: str = ""
+
+
+MUTANTS: list[Mutant] = [
+    # ---- data: caches that cannot go stale ----
+    Mutant("cache/ase-label-keys", "geognn/data/ase_dataset.py",
+           '"label_keys": sorted(self.label_keys.items()),', "",
+           ("tests/data/test_ase_dataset.py::test_the_cache_never_returns_another_options_content",),
+           "custom label keys would return the default keys' labels from the cache"),
+    Mutant("cache/ase-dtype", "geognn/data/ase_dataset.py", '"dtype": str(self.dtype),', "",
+           ("tests/data/test_ase_dataset.py::test_the_cache_never_returns_another_options_content",),
+           "a float64 load would return the float32 cache"),
+    Mutant("cache/ase-energy-unit", "geognn/data/ase_dataset.py", '"energy_unit": energy_unit,', "",
+           ("tests/data/test_ase_dataset.py::test_the_cache_never_returns_another_options_content",)),
+    Mutant("cache/ase-index", "geognn/data/ase_dataset.py", 'content = {"index": repr(index),', "content = {",
+           ("tests/data/test_ase_dataset.py::test_the_cache_never_returns_another_options_content",)),
+    Mutant("cache/ase-group-by", "geognn/data/ase_dataset.py", '"group_by": group_by,', "",
+           ("tests/data/test_ase_dataset.py::test_the_cache_never_returns_another_options_content",)),
+    Mutant("cache/ase-format", "geognn/data/ase_dataset.py", '"format": format,', "",
+           ("tests/data/test_ase_dataset.py::test_the_cache_never_returns_another_options_content",)),
+    Mutant("cache/ase-stored-key-unchecked", "geognn/data/ase_dataset.py",
+           'if stored.get("files") != self._files_digest or stored.get("content") != self._content_key:',
+           "if False:",
+           ("tests/data/test_ase_dataset.py::test_a_cache_whose_stored_key_differs_is_not_used",)),
+    Mutant("cache/fingerprint-by-time-stamp", "geognn/data/collated.py",
+           '        with open(path, "rb") as handle:\n            while chunk := handle.read(1 << 20):\n'
+           '                contents.update(chunk)\n',
+           "        contents.update(f\"{Path(path).stat().st_size}|{Path(path).stat().st_mtime_ns}\".encode())\n",
+           ("tests/data/test_ase_dataset.py::test_the_cache_follows_the_contents_not_the_time_stamp",
+            "tests/data/test_qm9.py::test_the_cache_follows_the_contents_of_the_source"),
+           "an edit keeping size and time stamp would reuse the old cache"),
+    Mutant("cache/qm9-format-version", "geognn/data/qm9.py",
+           'if stored.get("format_version") == FORMAT_VERSION and stored.get("inputs") == fingerprint:',
+           'if stored.get("inputs") == fingerprint:',
+           ("tests/data/test_qm9.py::test_a_cache_of_another_format_or_source_is_not_used",)),
+    Mutant("cache/qm9-uncharacterized-not-keyed", "geognn/data/qm9.py",
+           "                inputs.append(Path(uncharacterized))\n", "                pass\n",
+           ("tests/data/test_qm9.py::test_the_cache_follows_the_contents_of_the_source",)),
+    Mutant("cache/xtb-geometry-not-in-manifest", "geognn/data/xtb.py",
+           '"geometry": _geometry_digest(molecules)}', "}",
+           ("tests/data/test_xtb.py::test_a_resume_from_other_geometries_or_source_is_refused",)),
+    Mutant("cache/xtb-source-unchecked", "geognn/data/xtb.py",
+           'if stored.get("source") is not None and stored["source"] != _source_name(source):', "if False:",
+           ("tests/data/test_xtb.py::test_a_resume_from_other_geometries_or_source_is_refused",)),
+]
+
+
+def _copy_repository(destination: Path) -> Path:
+    anywhere = shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.egg-info", "processed")
+    top_level = {".git", ".venv", "data", "runs", "build", "dist"}
+
+    def ignore(folder, names):
+        skipped = set(anywhere(folder, names))
+        return skipped | (top_level & set(names)) if Path(folder) == ROOT else skipped
+
+    shutil.copytree(ROOT, destination, ignore=ignore)
+    # The repository's data/ (QM9 cache) is large; tests that need it find it through a link.
+    if (ROOT / "data").exists():
+        (destination / "data").symlink_to(ROOT / "data")
+    return destination
+
+
+def _run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float, str]:
+    """'caught', 'survived' or 'error' (collection failed, timeout), the seconds taken, and the tail."""
+    # No bytecode: a restored file can have the size and second of its mutant, which a .pyc would trust.
+    environment = {**os.environ, "PYTHONPATH": f"{copy}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                   "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=copy, env=environment, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "error", time.perf_counter() - start, "timed out"
+    seconds = time.perf_counter() - start
+    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+    # pytest: 0 all passed, 1 some failed, 2 interrupted/collection error, 4 usage, 5 none collected.
+    outcome = {0: "survived", 1: "caught"}.get(done.returncode, "error")
+    return outcome, seconds, tail
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", nargs="*", default=[], help="run only mutants whose name contains one of these")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant's test run")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.k or any(word in m.name for word in args.k)]
+    if args.list:
+        for mutant in chosen:
+            print(f"{mutant.name:45s} {mutant.path}  <- {', '.join(mutant.tests)}")
+        return 0
+    stale = [m.name for m in chosen if (ROOT / m.path).read_text().count(m.old) != 1]
+    if stale:
+        print("mutants whose original text is not found exactly once (update them):", *stale, sep="\n  ")
+        return 2
+    status = 0
+    with tempfile.TemporaryDirectory(prefix="geognn-mutants-") as folder:
+        copy = _copy_repository(Path(folder) / "repo")
+        print(f"{'mutant':45s} {'result':9s} seconds")
+        counts = {"caught": 0, "survived": 0, "error": 0}
+        for mutant in chosen:
+            target = copy / mutant.path
+            original = target.read_text()
+            target.write_text(original.replace(mutant.old, mutant.new, 1))
+            try:
+                outcome, seconds, tail = _run_tests(copy, mutant.tests, args.timeout)
+            finally:
+                target.write_text(original)
+            counts[outcome] += 1
+            print(f"{mutant.name:45s} {outcome:9s} {seconds:7.1f}", flush=True)
+            if outcome != "caught":
+                status = 1
+                print("    " + tail.replace("\n", "\n    "), flush=True)
+        print(f"{counts['caught']} caught, {counts['survived']} survived, {counts['error']} errors "
+              f"of {len(chosen)} mutants")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
