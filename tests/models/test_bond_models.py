@@ -249,11 +249,13 @@ def _set2set(module, x, steps):
     return q_star
 
 
-def test_mpnn_step_by_hand():
-    """Gilmer et al.: m_i = Σ_j A(e_ij) h_j (edge network on bond order and length, plus NNConv's
-    root weight and bias), h_i = GRU(silu(m_i), h_i), E = MLP(Set2Set(h)) for the structure."""
+@pytest.mark.parametrize("aggr", ["add", "mean"])
+def test_mpnn_step_by_hand(aggr):
+    """Gilmer et al.: m_i = Σ_j A(e_ij) h_j (the mean over j for aggr "mean"; edge network on bond
+    order and length, plus NNConv's root weight and bias), h_i = GRU(silu(m_i), h_i),
+    E = MLP(Set2Set(h)) for the structure. Carbon has three bonds, so "add" and "mean" differ."""
     data, z, order, A, features = formaldehyde()
-    model = make("mpnn", edge_hidden=6, set2set_steps=3)
+    model = make("mpnn", edge_hidden=6, set2set_steps=3, aggr=aggr)
     conv = model.message
     h0 = h0_by_hand(model, z, features)
     m = h0 @ conv.lin.weight.T + conv.bias
@@ -263,6 +265,12 @@ def test_mpnn_step_by_hand():
             if A[i, j]:
                 e = torch.cat([edge_one_hot(order, j, i), (data.pos[j] - data.pos[i]).norm().view(1)])
                 messages[i] += h0[j] @ conv.nn(e).view(4, 4)
+    if aggr == "mean":
+        messages = messages / A.sum(1, keepdim=True)
+    # One message-passing step alone, on the model's bond graph, before the GRU and readout.
+    graph = model_graph(model, data)
+    torch.testing.assert_close(conv(h0, graph.edge_index, model.edge_inputs(graph, h0.dtype)), m + messages,
+                               atol=1e-12, rtol=0)
     h1 = _gru(model.gru, torch.nn.functional.silu(m + messages), h0)
     expected = model.readout(_set2set(model.set2set, h1, 3)).squeeze(-1)
     out = model(data)
@@ -285,19 +293,29 @@ def test_gps_inputs_by_hand():
     check_energy(model, data, h1)
 
 
-def test_structure_level_output_gets_scale_shift_and_references():
-    """E = raw * scale + Σ_i (shift + reference[z_i]) for a Set2Set readout (mean over atoms for "mean")."""
-    model = make("mpnn")
-    data = to_batch(molecules()[:2])
-    raw = model(data)[keys.ENERGY]
+@pytest.mark.parametrize("readout", ["sum", "mean"])
+def test_structure_level_output_gets_scale_shift_and_references(readout):
+    """E = raw * scale + Σ_i (shift + reference[z_i]) for a Set2Set readout, and the mean over the
+    structure's atoms instead of the sum for a "mean" readout (an intensive target). Structures of
+    7, 3 and 5 atoms, so a sum and a mean of the per-atom offsets differ in each."""
+    structures = [molecules()[k] for k in (0, 1, 2)]  # CH3CHO, H2O, CH4
+    model = make("mpnn", readout=readout)
+    data = to_batch(structures)
+    raw = model(data)[keys.ENERGY].detach()  # identity scale, zero shift and references: the network's output
+    scale, shift, reference = 2.0, 0.5, {1: -1.0, 6: -30.0, 8: -70.0}
     with torch.no_grad():
-        model.energy_scale.fill_(2.0)
-        model.energy_shift.fill_(0.5)
-        model.atomic_reference[1], model.atomic_reference[6] = -1.0, -30.0
-    z, batch = data.z, data.batch
-    offset = torch.zeros(2, dtype=torch.float64).index_add_(0, batch, 0.5 + model.atomic_reference[z])
-    torch.testing.assert_close(model(data)[keys.ENERGY], 2 * raw + offset, atol=1e-12, rtol=0)
-
+        model.energy_scale.fill_(scale)
+        model.energy_shift.fill_(shift)
+        for element, value in reference.items():
+            model.atomic_reference[element] = value
+    expected = []
+    for k, atoms in enumerate(structures):
+        offsets = [shift + reference[int(element)] for element in atoms.numbers]
+        offset = sum(offsets) / (len(offsets) if readout == "mean" else 1)
+        expected.append(scale * float(raw[k]) + offset)
+    out = model(data)
+    torch.testing.assert_close(out[keys.ENERGY], torch.tensor(expected, dtype=torch.float64), atol=1e-12, rtol=0)
+    assert keys.NODE_ENERGY not in out
 
 
 def test_1wl_hexagon_and_two_triangles():

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 
 from geognn.cli import main
 from geognn.training import ConfigError
-from geognn.training.compare import compare, parse_compare, summarize
+from geognn.training.compare import compare, parse_compare, run_row, summarize, write_leaderboard
 
 SAMPLES = Path(__file__).resolve().parents[2] / "datasets" / "samples"
 
@@ -66,6 +67,38 @@ def test_compare_trains_every_model_and_seed_and_writes_the_leaderboard(tmp_path
     assert [r["energy_mae"] for r in again] == [r["energy_mae"] for r in rows]
     fresh, _ = compare(parse_compare(tiny_recipe(tmp_path / "cmp2")), measure=False, log=lambda *_: None)
     assert [r["energy_mae"] for r in fresh] == pytest.approx([r["energy_mae"] for r in rows], rel=1e-12, abs=0)
+
+
+def fake_run(run_dir, energy_mae, forces_mae, parameters=1000):
+    """A finished run folder as `fit` leaves it, with the files `run_row` reads (errors in eV)."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "test_metrics.json").write_text(json.dumps(
+        {"unit": "eV", "energy_mae": energy_mae, "forces_mae": forces_mae, "step": 10}))
+    (run_dir / "run.json").write_text(json.dumps({"parameters": parameters}))
+    (run_dir / "log.csv").write_text("step,split,wall_s\n5,train,1.0\n10,val,2.0\n")
+    return run_dir
+
+
+def test_leaderboard_std_of_each_error_is_over_that_error(tmp_path):
+    """The energy and force columns are each the mean ± sample std over seeds of their own MAEs. The
+    numbers make every std differ (energy std 10 meV, force std 173.2 meV/Å for "wide"), so the
+    std of one error reported for the other shows."""
+    maes = {"wide": ([0.010, 0.030, 0.020], [0.1, 0.1, 0.4]), "narrow": ([0.050, 0.070, 0.090], [0.5, 0.6, 0.7])}
+    rows = [run_row(label, seed, fake_run(tmp_path / label / f"seed{seed}", energy, forces), "cpu", measure=False)
+            for label, (energies, force_maes) in maes.items()
+            for seed, (energy, forces) in enumerate(zip(energies, force_maes))]
+    summary = {s["model"]: s for s in summarize(rows)}
+    for label, (energies, force_maes) in maes.items():
+        assert summary[label]["energy_mae"] == pytest.approx(statistics.mean(energies), rel=1e-12)
+        assert summary[label]["energy_mae_std"] == pytest.approx(statistics.stdev(energies), rel=1e-12)
+        assert summary[label]["forces_mae"] == pytest.approx(statistics.mean(force_maes), rel=1e-12)
+        assert summary[label]["forces_mae_std"] == pytest.approx(statistics.stdev(force_maes), rel=1e-12)
+    write_leaderboard(rows, tmp_path)
+    table = (tmp_path / "leaderboard.md").read_text().splitlines()
+    assert "test force MAE (meV/Å)" in table[0]
+    cells = {line.split("|")[2].strip(): [cell.strip() for cell in line.split("|")[4:6]] for line in table[2:]}
+    assert cells["wide"] == ["20.0 ± 10.0", "200.0 ± 173.2"]
+    assert cells["narrow"] == ["70.0 ± 20.0", "600.0 ± 100.0"]
 
 
 def test_interrupted_runs_resume(tmp_path, monkeypatch):
