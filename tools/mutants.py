@@ -13,9 +13,10 @@ Run on demand, not in CI (a full run takes about ten minutes on 2 cores)::
     python tools/mutants.py -k cache md   # mutants whose name contains "cache" or "md"
     python tools/mutants.py --list
 
-Exit status 1 when a mutant survives (its tests all pass), 2 when a mutant no
-longer applies (its original text is not found exactly once: the code moved on,
-so update the mutant). The last full run is recorded in ``tests/README.md``.
+The named tests are first run on the unmutated copy and must pass. Exit status
+1 when a mutant survives (its tests all pass), 2 when a mutant no longer
+applies (its original text is not found exactly once: the code moved on, so
+update the mutant) or the unmutated tests fail. The last full run is recorded in ``tests/README.md``.
 """
 
 from __future__ import annotations
@@ -84,6 +85,37 @@ MUTANTS: list[Mutant] = [
     Mutant("cache/xtb-source-unchecked", "geognn/data/xtb.py",
            'if stored.get("source") is not None and stored["source"] != _source_name(source):', "if False:",
            ("tests/data/test_xtb.py::test_a_resume_from_other_geometries_or_source_is_refused",)),
+    # ---- models: structure-level readout, 2D baselines ----
+    Mutant("readout/mean-offset-summed", "geognn/models/base.py",
+           "offset = scatter(offset, batch, dim=0, dim_size=num_graphs, reduce=reduce)",
+           'offset = scatter(offset, batch, dim=0, dim_size=num_graphs, reduce="sum")',
+           ("tests/models/test_bond_models.py::test_structure_level_output_gets_scale_shift_and_references",),
+           "a mean readout would add the per-atom shift and references as a sum"),
+    Mutant("readout/sum-offset-averaged", "geognn/models/base.py",
+           "offset = scatter(offset, batch, dim=0, dim_size=num_graphs, reduce=reduce)",
+           'offset = scatter(offset, batch, dim=0, dim_size=num_graphs, reduce="mean")',
+           ("tests/models/test_bond_models.py::test_structure_level_output_gets_scale_shift_and_references",)),
+    Mutant("mpnn/aggr-ignored", "geognn/models/mpnn.py",
+           "self.message = NNConv(F, F, edge_network, aggr=config.aggr)", "self.message = NNConv(F, F, edge_network)",
+           ("tests/models/test_bond_models.py::test_mpnn_step_by_hand",)),
+    # ---- comparison: the leaderboard's statistics ----
+    Mutant("compare/force-std-from-energies", "geognn/training/compare.py",
+           '"forces_mae_std": _std(forces) if forces else None,', '"forces_mae_std": _std(maes) if forces else None,',
+           ("tests/training/test_compare.py::test_leaderboard_std_of_each_error_is_over_that_error",)),
+    Mutant("compare/energy-std-from-forces", "geognn/training/compare.py",
+           '"energy_mae_std": _std(maes),', '"energy_mae_std": _std(forces),',
+           ("tests/training/test_compare.py::test_leaderboard_std_of_each_error_is_over_that_error",)),
+    Mutant("compare/force-mean-from-energies", "geognn/training/compare.py",
+           '"forces_mae": _mean(forces) if forces else None,', '"forces_mae": _mean(maes) if forces else None,',
+           ("tests/training/test_compare.py::test_leaderboard_std_of_each_error_is_over_that_error",)),
+    Mutant("compare/table-prints-energy-std-for-forces", "geognn/training/compare.py",
+           'fstd, _ = _scaled(s["forces_mae_std"], unit)', 'fstd, _ = _scaled(s["energy_mae_std"], unit)',
+           ("tests/training/test_compare.py::test_leaderboard_std_of_each_error_is_over_that_error",)),
+    # ---- activations: continuity ----
+    Mutant("softplus/torch-threshold", "geognn/nn/mlp.py", "SOFTPLUS_THRESHOLD = 40.0", "SOFTPLUS_THRESHOLD = 20.0",
+           ("tests/nn/test_mlp.py::test_softplus_is_continuous_where_torch_switches_to_its_linear_branch",
+            "tests/models/test_schnet.py::test_equivariant_with_activations_at_torchs_softplus_switch"),
+           "torch's default threshold: a 2.1e-9 jump at 20 (SchNet's flaky equivariance failure)"),
 ]
 
 
@@ -138,6 +170,14 @@ def main(argv=None) -> int:
     status = 0
     with tempfile.TemporaryDirectory(prefix="geognn-mutants-") as folder:
         copy = _copy_repository(Path(folder) / "repo")
+        # Unmutated, every named test must pass: a failure then would count as a catch.
+        tests = tuple(dict.fromkeys(test for mutant in chosen for test in mutant.tests))
+        outcome, seconds, tail = _run_tests(copy, tests, args.timeout * 3)
+        print(f"baseline: the {len(tests)} named tests on the unmutated copy: "
+              f"{'pass' if outcome == 'survived' else 'FAIL'} ({seconds:.0f} s)", flush=True)
+        if outcome != "survived":
+            print("    " + tail.replace("\n", "\n    "))
+            return 2
         print(f"{'mutant':45s} {'result':9s} seconds")
         counts = {"caught": 0, "survived": 0, "error": 0}
         for mutant in chosen:

@@ -122,3 +122,29 @@ def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match=r"expected x \[N, 4\] and edge_rbf \[E, 6\]"):
         layer(torch.zeros(2, 5), torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 6), torch.zeros(0))
     assert build_model("schnet").config.num_interactions == 3
+
+
+def test_equivariant_with_activations_at_torchs_softplus_switch():
+    """The readout's pre-activations placed at 20, where torch's softplus switches to its linear
+    branch with a jump of 2.1e-9: rotated inputs round to either side, and the model stays
+    equivariant to 1e-10 (the flaky failure at 2e-9 had this cause; with torch's threshold
+    this test fails at 8e-10 to 1.6e-9 in the energy)."""
+    from geognn.testing import assert_equivariant
+
+    torch.manual_seed(0)
+    model = build_model("schnet", **SMALL).double().eval()
+    data = to_batch(molecules())
+    captured = []
+    hook = model.readout[0].register_forward_hook(lambda module, args, out: captured.append(out.detach()))
+    with torch.no_grad():
+        model(data)
+    hook.remove()
+    pre = captured[0]  # [N, F/2]
+    with torch.no_grad():
+        # Steep weights, so that the rounding noise of a rotation (1e-15 in the features) moves the
+        # pre-activation by more than an ulp of 20 and lands on both sides of it.
+        model.readout[0].weight.mul_(1e3)
+        for channel in range(pre.shape[1]):
+            atom = (5 * channel) % pre.shape[0]
+            model.readout[0].bias[channel] = 20.0 - 1e3 * (pre[atom, channel] - model.readout[0].bias[channel])
+    assert_equivariant(model, data, call_kwargs={"compute_forces": True}, num_trials=4)  # to 1e-10
