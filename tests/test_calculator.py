@@ -241,6 +241,23 @@ def test_ensemble_of_identical_models_has_no_spread():
     assert np.abs(results["stress_std"]).max() < 1e-12
 
 
+def test_ensemble_stress_is_its_members_mean_and_spread():
+    """A periodic cell: the ensemble's stress is the mean of its members' stresses (Voigt), and
+    its stress_std their spread; members that differ make either mix-up show."""
+    members = [_model(seed=seed) for seed in (4, 5, 6)]
+    stresses = []
+    for model in members:
+        atoms = _periodic()
+        atoms.calc = GeoGNNCalculator(model)
+        stresses.append(atoms.get_stress())
+    stresses = np.array(stresses)
+    assert np.abs(stresses[0] - stresses[1]).max() > 1e-4
+    atoms = _periodic()
+    atoms.calc = EnsembleCalculator(members)
+    assert np.abs(atoms.get_stress() - stresses.mean(0)).max() < 1e-12
+    assert np.abs(atoms.calc.results["stress_std"] - stresses.std(0)).max() < 1e-12
+
+
 def test_ensemble_refuses_bad_members(tmp_path, checkpoints):
     with pytest.raises(ValueError, match="at least two"):
         EnsembleCalculator([_model()])

@@ -14,6 +14,7 @@ import torch
 
 from geognn import expressivity as ex
 from geognn.cli import main
+from geognn.data import keys
 from geognn.models import MODELS
 
 SEEDS = (0, 1)
@@ -257,6 +258,106 @@ def test_cartesian_vector_models_do_not_see_symmetric_orientations():
     """PaiNN's vectors are l = 1 features: for n >= 2 they vanish at the centre of the ring."""
     for n in (2, 3):
         assert not separated("painn", ex.symmetric_pair(n), 2)
+
+
+# ---- the measurement: the separation rule, and what pair_outputs feeds a model ----
+
+class FakeModel:
+    """Stands in for a model in `pair_outputs`/`separation`: the energy of each structure in the
+    batch is ``energy_of(pos)``, pos [G, N, 3] (every structure of a pair has N atoms). It keeps
+    the positions it was given, so a test can see what the model saw."""
+
+    def __init__(self, energy_of):
+        self.energy_of = energy_of
+        self.seen = None
+
+    def __call__(self, data, edge_index=None):
+        self.seen = data.pos.view(data.num_graphs, -1, 3).clone()
+        return {keys.ENERGY: self.energy_of(self.seen)}
+
+
+def controlled_model(value_a, value_b, noise=0.0, noisy="ab"):
+    """An invariant fake for the 2-body pair: energy value_a on structure a and value_b on b (told
+    apart by the distance between the two neighbours, 2.1 Å vs 3 Å), plus ``noise`` on the first
+    copy of each structure named in ``noisy``, so that structure's spread over rotations is noise."""
+
+    def energy_of(pos):
+        is_b = (pos[:, 1] - pos[:, 2]).norm(dim=-1) > 2.5
+        energy = torch.full((pos.shape[0],), value_a, dtype=torch.float64)
+        energy[is_b] = value_b
+        for structure, mask in (("a", ~is_b), ("b", is_b)):
+            if structure in noisy:
+                energy[int(mask.nonzero()[0])] += noise
+        return energy
+
+    return FakeModel(energy_of)
+
+
+def test_separation_needs_a_gap_far_above_the_noise():
+    """A gap of 10x the rotation noise could be noise; 1,000x cannot. At exactly NOISE_FACTOR x the
+    noise the gap does not exceed it."""
+    noise = 1e-6
+    assert not ex.Separation(gap=10 * noise, noise=noise, scale=1.0).separated
+    assert ex.Separation(gap=1000 * noise, noise=noise, scale=1.0).separated
+    assert not ex.Separation(gap=ex.NOISE_FACTOR * 0.5, noise=0.5, scale=1.0).separated
+
+
+def test_separation_noise_is_at_least_a_few_roundings_of_the_output():
+    """Three rotations may give bit-identical outputs (zero spread); float64 rounding of outputs of
+    size `scale` is still there, so the noise counts as at least ROUNDING * scale."""
+    scale = 1e3
+    floor = ex.ROUNDING * scale
+    assert not ex.Separation(gap=10 * floor, noise=0.0, scale=scale).separated
+    assert not ex.Separation(gap=10 * floor, noise=floor / 100, scale=scale).separated
+    assert ex.Separation(gap=1000 * floor, noise=0.0, scale=scale).separated
+
+
+@pytest.mark.parametrize("noisy", ["a", "b", "ab"])
+def test_separation_measures_the_gap_against_each_structures_spread(noisy):
+    """End to end through `separation`, with a fake model whose outputs are set: the noise is the
+    spread of whichever structure spreads, and the rule of the test above decides."""
+    pair, noise = ex.two_body_pair(), 1e-6
+    result = ex.separation(controlled_model(1.0, 1.0 + 10 * noise, noise, noisy), pair)
+    assert result.noise == pytest.approx(noise, rel=1e-6)
+    assert result.gap == pytest.approx(10 * noise, rel=1e-6)
+    assert not result.separated
+    assert ex.separation(controlled_model(1.0, 1.0 + 1000 * noise, noise, noisy), pair).separated
+
+
+def test_separation_without_noise_still_needs_a_gap_above_rounding():
+    pair, scale = ex.two_body_pair(), 1e3
+    floor = ex.ROUNDING * scale
+    result = ex.separation(controlled_model(scale, scale + 10 * floor), pair)
+    assert result.noise == 0.0 and result.gap > 0.0
+    assert not result.separated
+    assert ex.separation(controlled_model(scale, scale + 1000 * floor), pair).separated
+
+
+def test_pair_outputs_rotates_and_translates_each_structure():
+    """Probes that are not invariant must spread over the copies of structure a and, separately,
+    of b: a bond's direction (blind to translations) shows the rotations, the centre's position
+    (at the origin before the move, so blind to rotations) shows the translations. Every copy the
+    model sees is its own structure under a proper rotation and a shift."""
+    pair, num_rotations = ex.three_body_pair(), 8
+    direction = torch.tensor([0.36, 0.48, 0.8], dtype=torch.float64)
+    bond = FakeModel(lambda pos: (pos[:, 1] - pos[:, 0]) @ direction)
+    centre = FakeModel(lambda pos: pos[:, 0] @ direction)
+    for probe in (bond, centre):
+        energy = ex.pair_outputs(probe, pair, num_rotations, torch.Generator().manual_seed(0))
+        assert energy.shape == (2, num_rotations)
+        spread = energy.max(dim=1).values - energy.min(dim=1).values
+        assert (spread > 0.5).all(), f"outputs of a and b should spread over rotations and shifts: {spread}"
+        result = ex.separation(probe, pair, num_rotations, torch.Generator().manual_seed(0))
+        assert result.noise == pytest.approx(float(spread.max()))
+    seen = bond.seen.view(2, num_rotations, *pair.pos_a.shape)
+    for original, copies in zip((pair.pos_a, pair.pos_b), seen):
+        for moved in copies:
+            shift = moved[0]  # the centre, at the origin in the original
+            rotation_t = torch.linalg.lstsq(original[1:], moved[1:] - shift).solution  # original @ R.T = moved - shift
+            torch.testing.assert_close(original @ rotation_t + shift, moved)
+            torch.testing.assert_close(rotation_t.T @ rotation_t, torch.eye(3, dtype=torch.float64))
+            assert float(torch.linalg.det(rotation_t)) == pytest.approx(1.0)
+            assert float((rotation_t - torch.eye(3, dtype=torch.float64)).abs().max()) > 0.1
 
 
 # ---- the table and the command ----

@@ -64,3 +64,21 @@ def test_round_trip_and_errors(molecules):
     broken._data.energy[2] = float("nan")
     with pytest.raises(ValueError, match="non-finite 'energy' label"):
         compute_normalization(broken, Target("U0", "eV", False), 100, True, False)
+
+
+def test_extensive_shift_and_scale_are_per_atom_statistics(molecules):
+    """Without references, an extensive target's shift and scale are the mean and standard
+    deviation of E / n over the training structures (n atoms each, from 3 to 9 here); with fitted
+    references, of (E - Σ references) / n. Computed here one molecule at a time."""
+    target = Target("U0", "eV", False)
+    plain = compute_normalization(molecules, target, 100, fit_references=False, use_forces=False)
+    per_atom = torch.tensor([float(m.energy) / m.num_nodes for m in molecules], dtype=torch.float64)
+    assert len({m.num_nodes for m in molecules}) > 3  # sizes differ, so E / n is not a rescaled E
+    assert plain.energy_shift == pytest.approx(float(per_atom.mean()), rel=1e-12)
+    assert plain.energy_scale == pytest.approx(float(per_atom.std()), rel=1e-12)
+    fitted = compute_normalization(molecules, target, 100, fit_references=True, use_forces=False)
+    references = torch.tensor(fitted.atomic_reference, dtype=torch.float64)
+    residual = torch.tensor([(float(m.energy) - float(references[m.z].sum())) / m.num_nodes for m in molecules],
+                            dtype=torch.float64)
+    assert fitted.energy_shift == pytest.approx(float(residual.mean()), abs=1e-9)
+    assert fitted.energy_scale == pytest.approx(float(residual.std()), rel=1e-9)

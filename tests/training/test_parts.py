@@ -233,3 +233,23 @@ def test_ema_average_and_swap():
     with pytest.raises(ValueError, match="does not match"):
         ExponentialMovingAverage(nn.Linear(3, 1, bias=False), 0.9).load_state_dict(ema.state_dict())
     assert math.isclose(ema.decay, 0.5)
+
+
+def test_prediction_errors_per_atom_divide_by_each_structures_size():
+    """energy_per_atom = (prediction - label) / n for each structure of a batch of 3, 5 and 9 atoms."""
+    from torch_geometric.data import Batch, Data
+
+    from geognn.training.loss import prediction_errors
+
+    sizes = [3, 5, 9]
+    labels = [-10.0, 4.0, 30.0]
+    batch = Batch.from_data_list([
+        Data(z=torch.ones(n, dtype=torch.long), pos=torch.zeros(n, 3, dtype=torch.float64),
+             energy=torch.tensor([label], dtype=torch.float64))
+        for n, label in zip(sizes, labels)
+    ])
+    predicted = torch.tensor([-7.0, 9.0, 12.0], dtype=torch.float64)
+    errors = prediction_errors({"energy": predicted}, batch, want_forces=False, want_stress=False)
+    expected = [(p - label) / n for p, label, n in zip(predicted.tolist(), labels, sizes)]
+    assert errors["energy"].tolist() == [p - label for p, label in zip(predicted.tolist(), labels)]
+    assert errors["energy_per_atom"].tolist() == pytest.approx(expected, rel=1e-15)
