@@ -1,8 +1,12 @@
-"""PaiNN: the model checks, and one message and one update block against the paper's equations by hand."""
+"""PaiNN: the model checks; the message and update blocks and two whole layers against the paper's equations by hand."""
+
+import math
 
 import pytest
 import torch
+from ase.build import molecule
 
+from geognn.data import atoms_to_data
 from geognn.models import MODELS, PaiNN
 from geognn.nn import PaiNNMessage, PaiNNUpdate
 from geognn.testing import ModelTestMixin
@@ -32,12 +36,44 @@ def _dense(linear, t):
     return t @ linear.weight.T + (linear.bias if linear.bias is not None else 0)
 
 
+def _message_by_hand(message, h, v, pos, pairs, radial, cutoff):
+    """Eq. 7-8: (Δh_i, Δv_i) = Σ_j (x_s, v_j ⊙ x_vv + x_vs ⊗ r̂_ij), x = φ(h_j) ⊙ (W e(r_ij) + b) f_c."""
+    n, F = h.shape
+    phi = message.phi
+    dh, dv = torch.zeros(n, F, dtype=torch.float64), torch.zeros(n, F, 3, dtype=torch.float64)
+    for i in range(n):
+        for k, (j, receiver) in enumerate(pairs):
+            if receiver != i:
+                continue
+            x = _dense(phi[2], _silu(_dense(phi[0], h[j]))) * _dense(message.filter, radial[k]) * cutoff[k]
+            x_s, x_vv, x_vs = x[:F], x[F:2 * F], x[2 * F:]
+            dh[i] = dh[i] + x_s
+            for c in range(F):
+                dv[i, c] = dv[i, c] + v[j, c] * x_vv[c] + x_vs[c] * (pos[j] - pos[i]) / (pos[j] - pos[i]).norm()
+    return dh, dv
+
+
+def _update_by_hand(update, h, v):
+    """Eq. 9-10: (Δh_i, Δv_i) = (a_ss + a_sv ⟨U v_i, V v_i⟩, a_vv ⊙ U v_i), a = MLP([h_i, ‖V v_i‖])."""
+    n, F = h.shape
+    dh, dv = torch.zeros(n, F, dtype=torch.float64), torch.zeros(n, F, 3, dtype=torch.float64)
+    for i in range(n):
+        U_v = update.U.weight @ v[i]  # [F, 3]: channel mixing
+        V_v = update.V.weight @ v[i]
+        norm = torch.sqrt((V_v**2).sum(-1) + 1e-8)
+        a = _dense(update.mlp[2], _silu(_dense(update.mlp[0], torch.cat([h[i], norm]))))
+        a_vv, a_sv, a_ss = a[:F], a[F:2 * F], a[2 * F:]
+        dh[i], dv[i] = a_ss + a_sv * (U_v * V_v).sum(-1), a_vv.unsqueeze(-1) * U_v
+    return dh, dv
+
+
 def test_message_and_update_are_painns_equations_by_hand():
     """Eq. 7-10 of Schütt et al. 2021 with loops over pairs and channels.
 
     A block that took v_i for v_j, the direction i -> j reversed, swapped the
     three filter parts, left the cutoff off the filter's bias, or used U v for
-    V v in the norm fails.
+    V v in the norm fails. The blocks return increments; the residual sums
+    are the model's (`test_model_adds_each_blocks_increments_to_h_and_v`).
     """
     torch.manual_seed(0)
     n, F, R = 5, 3, 4
@@ -52,29 +88,55 @@ def test_message_and_update_are_painns_equations_by_hand():
     radial = torch.randn(len(pairs), R, dtype=torch.float64)  # any edge features: the block only mixes them
     cutoff = torch.rand(len(pairs), dtype=torch.float64)
     unit = torch.stack([(pos[j] - pos[i]) / (pos[j] - pos[i]).norm() for j, i in pairs])
+
     dh, dv = message(h, v, edge_index, radial, cutoff, unit)
+    expected_dh, expected_dv = _message_by_hand(message, h, v, pos, pairs, radial, cutoff)
+    assert torch.allclose(dh, expected_dh, atol=1e-12) and torch.allclose(dv, expected_dv, atol=1e-12)
 
-    phi = message.phi
-    for i in range(n):
-        sum_s, sum_v = torch.zeros(F, dtype=torch.float64), torch.zeros(F, 3, dtype=torch.float64)
-        for k, (j, receiver) in enumerate(pairs):
-            if receiver != i:
-                continue
-            x = _dense(phi[2], _silu(_dense(phi[0], h[j]))) * _dense(message.filter, radial[k]) * cutoff[k]
-            x_s, x_vv, x_vs = x[:F], x[F:2 * F], x[2 * F:]
-            sum_s = sum_s + x_s
-            for c in range(F):
-                sum_v[c] = sum_v[c] + v[j, c] * x_vv[c] + x_vs[c] * (pos[j] - pos[i]) / (pos[j] - pos[i]).norm()
-        assert torch.allclose(dh[i], sum_s, atol=1e-12) and torch.allclose(dv[i], sum_v, atol=1e-12)
+    uh, uv = update(h, v)
+    expected_uh, expected_uv = _update_by_hand(update, h, v)
+    assert torch.allclose(uh, expected_uh, atol=1e-12) and torch.allclose(uv, expected_uv, atol=1e-12)
 
-    uh, uv_out = update(h, v)
-    for i in range(n):
-        U_v = update.U.weight @ v[i]  # [F, 3]: channel mixing
-        V_v = update.V.weight @ v[i]
-        a = _dense(update.mlp[2], _silu(_dense(update.mlp[0], torch.cat([h[i], torch.sqrt((V_v**2).sum(-1) + 1e-8)]))))
-        a_vv, a_sv, a_ss = a[:F], a[F:2 * F], a[2 * F:]
-        assert torch.allclose(uv_out[i], a_vv.unsqueeze(-1) * U_v, atol=1e-12)
-        assert torch.allclose(uh[i], a_ss + a_sv * (U_v * V_v).sum(-1), atol=1e-12)
+
+def test_model_adds_each_blocks_increments_to_h_and_v():
+    """PaiNN's layers by hand: h <- h + Δh and v <- v + Δv after the message block, and again after the update.
+
+    The block test above checks the increments only, and equivariance and
+    the other model checks hold with or without the residual sums, so a model
+    that replaced h by Δh (or v by Δv) after either block passed them. Here
+    the features entering the readout are rebuilt from the positions through
+    two layers: the message block's vector sum matters from the second layer
+    on (v starts at zero), and v after the last update reaches no output.
+    """
+    torch.manual_seed(0)
+    F, R, cutoff = 4, 5, 2.0
+    model = PaiNN.from_config({"hidden_channels": F, "num_layers": 2, "num_radial": R, "cutoff": cutoff}).double()
+    for param in model.parameters():
+        torch.nn.init.normal_(param, std=0.7)
+    model.radial.reset_parameters()  # n·π again, now in float64
+    captured = {}
+    model.readout.register_forward_pre_hook(lambda module, args: captured.update(h=args[0]))
+    atoms = molecule("CH3CHO")  # 7 atoms; cutoff 2 Å keeps the bonds and leaves out the longer pairs
+    atoms.rattle(0.05, seed=0)
+    model(atoms_to_data(atoms, dtype=torch.float64))
+
+    pos = torch.tensor(atoms.positions, dtype=torch.float64)
+    n = len(atoms)
+    pairs = [(j, i) for i in range(n) for j in range(n) if j != i and (pos[j] - pos[i]).norm() < cutoff]
+    assert 0 < len(pairs) < n * (n - 1)
+    length = torch.stack([(pos[j] - pos[i]).norm() for j, i in pairs])
+    number = torch.arange(1, R + 1, dtype=torch.float64)
+    radial = math.sqrt(2 / cutoff) * torch.sin(number * math.pi * length[:, None] / cutoff) / length[:, None]
+    cosine_cutoff = 0.5 * (torch.cos(math.pi * length / cutoff) + 1)
+
+    h = model.embedding.weight[torch.tensor(atoms.numbers)]
+    v = torch.zeros(n, F, 3, dtype=torch.float64)  # vectors start at zero (paper, sec. 4)
+    for message, update in zip(model.messages, model.updates):
+        dh, dv = _message_by_hand(message, h, v, pos, pairs, radial, cosine_cutoff)
+        h, v = h + dh, v + dv
+        dh, dv = _update_by_hand(update, h, v)
+        h, v = h + dh, v + dv
+    assert torch.allclose(captured["h"], h, rtol=1e-12, atol=1e-12)
 
 
 def test_bad_shapes_are_named():
