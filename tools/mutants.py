@@ -256,6 +256,19 @@ MUTANTS: list[Mutant] = [
     Mutant("painn/update-vector-residual", "geognn/models/painn.py",
            "dh, dv = update(h, v)\n            h, v = h + dh, v + dv", "dh, dv = update(h, v)\n            h, v = h + dh, dv",
            ("tests/models/test_painn.py::test_model_adds_each_blocks_increments_to_h_and_v",)),
+    # ---- tensor-product convolution (NequIP) and the shared base ----
+    Mutant("tp/self-connection-dropped", "geognn/nn/tensor_product.py", "            out = out + self.self_connection(x, node_attr)\n",
+           "            out = out\n", ("tests/nn/test_tensor_product.py",)),
+    Mutant("tp/envelope-dropped", "geognn/nn/tensor_product.py",
+           "radial = self.bessel(edge_len) * self.envelope(edge_len).unsqueeze(-1)", "radial = self.bessel(edge_len)",
+           ("tests/nn/test_tensor_product.py", "tests/models/test_nequip.py"), "not smooth at the cutoff"),
+    Mutant("tp/sh-not-normalised", "geognn/nn/tensor_product.py",
+           'self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")',
+           'self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=False, normalization="component")',
+           ("tests/nn/test_tensor_product.py",)),
+    Mutant("base/neighbour-sum-not-averaged", "geognn/nn/message_passing.py",
+           ".index_add_(0, index, message) / self.avg_num_neighbors", ".index_add_(0, index, message)",
+           ("tests/nn/test_tensor_product.py", "tests/models/test_schnet.py", "tests/nn/test_egnn_layer.py")),
 ]
 
 
