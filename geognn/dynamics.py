@@ -113,11 +113,16 @@ def run_md(atoms: Atoms, steps: int, timestep_fs: float = 0.5, temperature_K: fl
     Stationary(atoms)
     if not atoms.pbc.any():
         ZeroRotation(atoms)
+    timestep = timestep_fs * units.fs  # ASE's time unit is Å·sqrt(amu/eV), about 10.18 fs
     if thermostat == "nve":
-        dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+        dynamics = VelocityVerlet(atoms, timestep=timestep)
     else:
-        dynamics = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
+        dynamics = Langevin(atoms, timestep=timestep, temperature_K=temperature_K,
                             friction=friction_per_fs / units.fs, rng=rng, fixcm=False)
+
+    def time_fs() -> float:
+        # from the integrator, so the log and summary show the time it simulated, not the one asked for
+        return dynamics.get_time() / units.fs
     spread = "max_forces_std" if isinstance(atoms.calc, EnsembleCalculator) else None
     writer = None
     if trajectory is not None:
@@ -139,7 +144,7 @@ def run_md(atoms: Atoms, steps: int, timestep_fs: float = 0.5, temperature_K: fl
             spreads.append(float(atoms.calc.results[spread]))
             extra = f" {spreads[-1]:.5f}"
         if log is not None:
-            log.write(f"{dynamics.nsteps} {dynamics.nsteps * timestep_fs:.2f} {epot:.6f} {ekin:.6f} "
+            log.write(f"{dynamics.nsteps} {time_fs():.4f} {epot:.6f} {ekin:.6f} "
                       f"{epot + ekin:.6f} {temperatures[-1]:.2f}{extra}\n")
         if writer is not None:
             writer.write()
@@ -158,7 +163,7 @@ def run_md(atoms: Atoms, steps: int, timestep_fs: float = 0.5, temperature_K: fl
             writer.close()
         if log is not None:
             log.close()
-    return MDSummary(thermostat, steps, steps * timestep_fs, len(atoms), totals[0], totals[-1],
+    return MDSummary(thermostat, dynamics.nsteps, time_fs(), len(atoms), totals[0], totals[-1],
                      float(np.mean(temperatures)), max(spreads) if spreads else None)
 
 
