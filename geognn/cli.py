@@ -269,7 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dir")
     plot.add_argument("--out", help="folder for the PNG files (default: RUN_DIR/plots)")
     plot.set_defaults(handler=_plot)
+    for command in commands.choices.values():
+        command.add_argument("--threads", type=_positive_int, metavar="N",
+                             help="CPU threads for torch (default: torch's, one per core); 1 is often fastest "
+                                  "for small molecules and on a machine shared with other jobs")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -277,6 +291,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from geognn.training import ConfigError, TrainingDiverged
 
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     keep_freed_memory()  # glibc: no page faults on every step's buffers (geognn/_malloc.py; GEOGNN_MALLOC=0 opts out)
     try:
         return args.handler(args)

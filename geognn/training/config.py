@@ -109,8 +109,10 @@ class OptimSection:
     Training stops at ``max_epochs`` or ``max_steps`` (whichever comes first;
     the cosine schedule spans that many steps), after
     ``early_stopping_patience`` validations without improvement, or after
-    ``max_minutes`` of training (a wall-clock budget; a run stopped by it is
-    not reproducible step for step). ``warmup_steps`` ramps the rate up
+    ``max_minutes`` of training (a wall-clock budget summed over the run's
+    sessions: a resumed run gets what its earlier sessions left, so that runs
+    compared under one budget train equally long however often they were
+    interrupted; a run stopped by it is not reproducible step for step). ``warmup_steps`` ramps the rate up
     linearly; ``ema_decay`` null trains without weight averaging.
     """
 

@@ -366,9 +366,12 @@ class Trainer(CheckpointMixin):
         split = " by molecule" if config.data.split_by == "molecule" else ""
         budget = f"{self.total_steps:,} steps of batch {config.data.batch_size}"
         if config.optim.max_minutes is not None:
-            budget += f", at most {config.optim.max_minutes:g} min"
+            budget += f", at most {config.optim.max_minutes:g} min of training"
+            if self.wall_offset:
+                budget += f" ({self.wall_offset / 60:.1f} used before this resume)"
         start = f", resuming at step {self.step:,}" if self.step else ""
-        return (f"{config.model.name}: {parameters:,} parameters, {config.dtype} on {self.device}; "
+        device = f"{self.device} ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else str(self.device)
+        return (f"{config.model.name}: {parameters:,} parameters, {config.dtype} on {device}; "
                 f"{config.data.dataset}: train {len(self.train_set):,} / val {len(self.val_set):,} / "
                 f"test {len(self.test_set):,} structures{split}, target {self.target.name} ({self.target.unit}); "
                 f"{budget}{start}; run folder {self.run_dir}")
@@ -390,9 +393,12 @@ class Trainer(CheckpointMixin):
         config = self.config
         self._started = time.perf_counter()
         previous_handlers = self._install_signal_handlers()
+        # The summary and the validation lines are always printed (a long run is never silent);
+        # log.progress: false only drops the bar, or its one-line-per-log_every stand-in.
         bar, plain_progress = None, False
-        if self.is_main and config.log.progress:
+        if self.is_main:
             print(self.summary(), file=sys.stderr, flush=True)
+        if self.is_main and config.log.progress:
             if sys.stderr.isatty():
                 from tqdm.auto import tqdm
 
@@ -429,7 +435,7 @@ class Trainer(CheckpointMixin):
                                 f"{format_metrics(metrics, self.target.unit, self.target.name, self.target.intensive)}")
                         if bar is not None:
                             bar.write(line)
-                        elif plain_progress:
+                        elif self.is_main:
                             print(line, file=sys.stderr, flush=True)
                     if end_of_epoch:
                         self.epoch, self.batch_in_epoch = self.epoch + 1, 0

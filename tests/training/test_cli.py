@@ -70,3 +70,25 @@ def test_errors_are_one_clear_line(argv, message, recipe_file, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_threads_option_sets_torchs_threads_and_is_checked(capsys):
+    """Every command takes --threads N (torch's CPU threads); 0 or a word is a usage error."""
+    import torch
+
+    from geognn.cli import build_parser
+
+    parser = build_parser()
+    for command in ("train", "compare", "evaluate", "plot", "md", "relax", "expressivity"):
+        assert any("--threads" in action.option_strings for action in parser._subparsers._group_actions[0]
+                   .choices[command]._actions), command
+    before = torch.get_num_threads()
+    try:
+        assert main(["plot", "no_such_run", "--threads", "1"]) == 1  # the option is applied before the command runs
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit):
+            main(["plot", "no_such_run", "--threads", bad])
+        assert "expected a positive integer" in capsys.readouterr().err

@@ -288,3 +288,35 @@ def test_unused_parameter_probe_for_ddp(qm9_recipe, tmp_path):
                                  log={"run_dir": str(tmp_path / "b")}))
     assert without._has_unused_parameters() is False
     without.close()
+
+
+def test_no_progress_keeps_the_start_line_and_validation_lines(qm9_recipe, capsys):
+    """log.progress: false drops the step lines only: the start-up line (with the CPU thread
+    count) and one line per validation are still printed, so a long run is never silent."""
+    from geognn.training import fit
+
+    fit(qm9_recipe(log={"progress": False, "log_every": 1}, optim={"max_steps": 5}))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("egnn: ") and f"float64 on cpu ({torch.get_num_threads()} threads)" in lines[0]
+    assert sum("val loss" in line for line in lines) >= 1
+    assert not any(line.startswith("step ") and "val" not in line for line in lines)
+
+
+def test_time_budget_counts_the_sessions_before_a_resume(qm9_recipe, capsys):
+    """optim.max_minutes is the whole run's training time: a resumed run starts with what its
+    earlier sessions used, and its start-up line says so."""
+    from geognn.training import fit
+    from geognn.training.trainer import Trainer
+
+    first = fit(qm9_recipe(optim={"max_steps": 2}))
+    used = torch.load(first.last_checkpoint, weights_only=True)["training_state"]["wall_s"]
+    capsys.readouterr()
+    config = qm9_recipe(optim={"max_steps": 4, "max_minutes": 30})
+    trainer = Trainer(config, resume=True)
+    try:
+        assert trainer.wall_offset == used > 0
+        assert f"at most 30 min of training ({trainer.wall_offset / 60:.1f} used before this resume)" \
+            in trainer.summary()
+        assert trainer._wall() >= trainer.wall_offset
+    finally:
+        trainer.close()
