@@ -8,7 +8,9 @@ Transformation kinds are strings "<indexing>:<type>" (see
 "graph" and "edge" are not; type is one of "scalar", "vector", "pseudovector",
 "position" (rotates and translates), "rank2" (R X Rᵀ), "index" (atom indices,
 e.g. ``edge_index``: relabelled by the permutation), or an e3nn irreps string
-such as "8x0e + 4x1o" acting on the last dimension.
+such as "8x0e + 4x1o" acting on the last dimension through the exact Wigner
+matrices of `irreps_matrix` (e3nn's own ``D_from_matrix`` is ~1e-6 off, too
+coarse for float64 checks).
 
 `ModelTestMixin` holds the checks every energy model must pass; a model's
 test module subclasses it and names the model (see tests/models).
@@ -71,6 +73,7 @@ class _Transform:
             self.perm = torch.argsort(key)
         self.inverse_perm = torch.argsort(self.perm)
         self.batch = batch.cpu()
+        self._irreps_matrices: dict[str, Tensor] = {}  # irreps kind -> its D(rotation), float64 on the CPU
 
     def apply(self, kind: str, x: Any) -> Any:
         if x is None or not isinstance(x, Tensor):
@@ -97,10 +100,39 @@ class _Transform:
             return torch.linalg.det(R) * (x @ R.T)
         if rule == "rank2":
             return R @ x @ R.T
-        from e3nn import o3  # irreps kinds only
+        if rule not in self._irreps_matrices:
+            self._irreps_matrices[rule] = irreps_matrix(rule, self.rotation)
+        D = self._irreps_matrices[rule]
+        if x.shape[-1] != D.shape[0]:
+            raise ValueError(f"a tensor of kind {kind!r} needs last dimension {D.shape[0]}, got shape {list(x.shape)}")
+        return x @ D.to(device=device, dtype=dtype).T
 
-        D = o3.Irreps(rule).D_from_matrix(R)
-        return x @ D.T
+
+def irreps_matrix(irreps, rotation: Tensor) -> Tensor:
+    """D [dim, dim], float64, by which features of ``irreps`` transform under ``rotation`` [3, 3] (det ±1): x -> D x.
+
+    The exact matrix (`geognn.nn.irreps.wigner_d`, to float64 rounding), not
+    e3nn's ``Irreps.D_from_matrix``: that one goes through Euler angles and
+    is off the true representation by up to ~1e-6, which a chain of
+    equivariant layers turns into errors above the float64 tolerance. Same
+    convention as e3nn: block diagonal, one block per (mul, (l, p)), and an
+    improper rotation multiplies each irrep by its parity p.
+    """
+    from e3nn import o3
+
+    from geognn.nn.irreps import wigner_d
+
+    try:
+        irreps = o3.Irreps(irreps)
+    except ValueError as error:
+        raise ValueError(
+            f"unknown transformation type {irreps!r}: use scalar, vector, position, pseudovector, rank2, index "
+            "or an irreps string such as '8x0e + 4x1o'"
+        ) from error
+    rotation = rotation.detach().to(device="cpu", dtype=torch.float64)
+    if torch.equal(rotation, torch.eye(3, dtype=torch.float64)):
+        return torch.eye(irreps.dim, dtype=torch.float64)  # translations and permutations: exactly nothing to rotate
+    return wigner_d(irreps, rotation)
 
 
 # --------------------------------------------------------------------------- assert_equivariant
@@ -134,6 +166,23 @@ def assert_equivariant(
 
     ``batch`` [N] assigns atoms to structures for permutations and
     per-structure translations (tensor form only; a ``Batch`` carries it).
+
+    A kind is ``"<indexing>:<type>"``. Indexing ``node`` (first dimension
+    runs over atoms: permuted with them), ``graph`` (per structure, e.g.
+    energy, cell, stress: not permuted) or ``edge`` (per edge: edges keep
+    their order, only ``index`` tensors are relabelled). Types,
+    for rotation R (det ±1), translation t and permutation of the atoms:
+
+    * ``scalar``: unchanged, e.g. ``"node:scalar"``, ``"graph:scalar"``;
+    * ``vector``: x -> R x, e.g. ``"node:vector"`` (forces), ``"edge:vector"``;
+    * ``position``: x -> R x + t, node indexing only (``"node:position"``);
+    * ``pseudovector``: x -> det(R) R x (``"node:pseudovector"``);
+    * ``rank2``: X -> R X Rᵀ on the last two dimensions (``"graph:rank2"``, stress);
+    * ``index``: atom indices, relabelled by the permutation whatever the
+      indexing (``"edge:index"`` for ``edge_index`` [2, E]);
+    * an e3nn irreps string on the last dimension, e.g. ``"node:8x0e+4x1o"``:
+      x -> D(R) x with the exact block-diagonal Wigner matrix of `irreps_matrix`
+      (an improper R multiplies each irrep by its parity, as in e3nn).
 
     Returns the largest error per "transformation/output"; raises
     AssertionError listing every error above the tolerance (``atol`` or
