@@ -4,7 +4,7 @@
     geognn train --resume RUN_DIR
     geognn evaluate CHECKPOINT [--data FILE|RECIPE.yaml] [--split test]
     geognn plot RUN_DIR
-    geognn compare RECIPE.yaml [--run-dir DIR] [--device cuda] [--set optim.max_epochs=5 ...]
+    geognn compare RECIPE.yaml [--run-dir DIR] [--device cuda] [--set optim.max_epochs=5 ...] [--rerun-changed]
     geognn expressivity [--models painn nequip:l_max=2 ...] [--pairs 2-body 4-chain ...] [--output FILE.md]
     geognn md STRUCTURE CHECKPOINT [CHECKPOINT ...] [--steps 2000 --timestep 0.5 --temperature 300 --langevin]
     geognn relax STRUCTURE CHECKPOINT [CHECKPOINT ...] [--fmax 0.01 --optimizer fire --cell]
@@ -104,7 +104,8 @@ def _compare(args) -> int:
     overrides = _command_overrides(args)
     for section in ("log", "optim", "data", "loss"):
         mapping.setdefault(section, {})
-    _, files = compare(parse_compare(_set_values(mapping, overrides)), measure=not args.no_measure)
+    _, files = compare(parse_compare(_set_values(mapping, overrides)), measure=not args.no_measure,
+                       rerun_changed=args.rerun_changed)
     print(files[0].read_text(), end="")
     print("written:", ", ".join(str(f) for f in files))
     return 0
@@ -134,14 +135,16 @@ def _expressivity(args) -> int:
 def _simulation_setup(args, kind: str):
     from pathlib import Path
 
-    from geognn.dynamics import load_calculator, read_structure
+    from geognn.dynamics import check_outputs, load_calculator, read_structure
 
-    atoms = read_structure(args.structure, args.index)
-    atoms.calc = load_calculator(args.checkpoints, device=args.device, dtype=args.dtype)
-    atoms.get_potential_energy()  # elements the checkpoint does not know fail here, before any output
     stem = Path(args.structure).stem
     trajectory = args.trajectory or f"runs/{kind}/{stem}.traj"
     logfile = args.log or f"runs/{kind}/{stem}.log"
+    # before the checkpoint loads: a refused run costs nothing and writes nothing
+    check_outputs([trajectory, logfile], args.overwrite, how_to_allow="--overwrite")
+    atoms = read_structure(args.structure, args.index)
+    atoms.calc = load_calculator(args.checkpoints, device=args.device, dtype=args.dtype)
+    atoms.get_potential_energy()  # elements the checkpoint does not know fail here, before any output
     return atoms, trajectory, logfile
 
 
@@ -150,7 +153,8 @@ def _md(args) -> int:
 
     atoms, trajectory, logfile = _simulation_setup(args, "md")
     summary = run_md(atoms, args.steps, args.timestep, args.temperature, "langevin" if args.langevin else "nve",
-                     args.friction, trajectory, logfile, args.interval, args.seed, progress=not args.no_progress)
+                     args.friction, trajectory, logfile, args.interval, args.seed, progress=not args.no_progress,
+                     overwrite=args.overwrite)
     print(f"{atoms.get_chemical_formula()}: {summary.line()}")
     print(f"written: {trajectory}, {logfile}")
     return 0
@@ -161,7 +165,7 @@ def _relax(args) -> int:
 
     atoms, trajectory, logfile = _simulation_setup(args, "relax")
     summary = run_relax(atoms, args.fmax, args.steps, args.optimizer, args.cell, trajectory, logfile,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, overwrite=args.overwrite)
     print(f"{atoms.get_chemical_formula()}: {summary.line()}")
     print(f"written: {trajectory}, {logfile}")
     return 0 if summary.converged else 2
@@ -176,6 +180,8 @@ def _simulation_arguments(command) -> None:
     command.add_argument("--steps", type=int, help="number of steps")
     command.add_argument("--trajectory", help="ASE .traj output (default runs/<command>/<structure>.traj)")
     command.add_argument("--log", help="log file (default runs/<command>/<structure>.log)")
+    command.add_argument("--overwrite", action="store_true",
+                         help="replace an existing trajectory or log (without it the command refuses to start)")
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -222,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a shared recipe value")
     comparison.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     comparison.add_argument("--no-measure", action="store_true", help="skip the inference speed and memory runs")
+    comparison.add_argument("--rerun-changed", action="store_true",
+                            help="train again the runs made under another recipe (their folders are kept, "
+                                 "renamed seedS.replaced-N); without it such runs are refused")
     comparison.set_defaults(handler=_compare)
 
     express = commands.add_parser("expressivity", help="which models separate which synthetic structure pairs")

@@ -87,19 +87,85 @@ class MDSummary:
         return text
 
 
+def check_outputs(paths: Sequence[Optional[PathLike]], overwrite: bool = False,
+                  how_to_allow: str = "overwrite=True") -> None:
+    """Refuse output paths before any computation, so a refused run writes nothing (None entries are skipped).
+
+    Two paths that are one file, or a folder, raise `ValueError`; without ``overwrite``, files that exist
+    raise a one-line `FileExistsError` naming them and ``how_to_allow``, the switch that replaces them
+    (``--overwrite`` on the command line).
+    """
+    paths = [Path(path) for path in paths if path is not None]
+    if len(set(path.resolve() for path in paths)) < len(paths):
+        raise ValueError(f"the trajectory and the log are the same file ({paths[0]}); give them different paths")
+    for path in paths:
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; give a file path for the output")
+    existing = [str(path) for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''} (an "
+                              f"earlier run?); give other paths, or {how_to_allow} to replace "
+                              f"{'it' if len(existing) == 1 else 'them'}")
+
+
+def _kinetic_degrees_of_freedom(atoms: Atoms, thermostat: str) -> int:
+    """The velocity components that carry kinetic energy in the run: what the logged temperature counts.
+
+    The start removes centre-of-mass motion, and rotation when no direction is periodic; NVE keeps both
+    at zero (the model's forces sum to zero and exert no torque), which leaves 3N - 3 in a periodic cell
+    and 3N - 6 for a molecule (3N - 5 if linear). The Langevin bath kicks every component (``fixcm=False``),
+    so all 3N reach its temperature. Constraints (ASE's count) reduce the 3N.
+    """
+    count = atoms.get_number_of_degrees_of_freedom()
+    if thermostat == "langevin":
+        return count
+    count -= 3
+    if not atoms.pbc.any():
+        inertia = atoms.get_moments_of_inertia()
+        count -= int((inertia > 1e-8 * inertia.max()).sum())  # 0 for one atom, 2 for a linear molecule
+    return max(count, 0)
+
+
+def _initial_velocities(atoms: Atoms, temperature_K: float, degrees_of_freedom: int, rng) -> None:
+    """Maxwell-Boltzmann velocities without centre-of-mass motion (and rotation, for a structure with no
+    periodic direction), rescaled so that 2 E_kin / (degrees_of_freedom k_B) is exactly ``temperature_K``."""
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
+
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta  # ASE >= 3.29
+    except ImportError:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)  # one rng.standard_normal((N, 3)) either way
+    Stationary(atoms, preserve_temperature=False)
+    if not atoms.pbc.any():
+        with np.errstate(divide="ignore", invalid="ignore"):  # a linear molecule's zero moment; ASE selects 0 there
+            ZeroRotation(atoms, preserve_temperature=False)
+    kinetic, target = atoms.get_kinetic_energy(), 0.5 * degrees_of_freedom * units.kB * temperature_K
+    atoms.set_momenta(atoms.get_momenta() * (np.sqrt(target / kinetic) if kinetic > 0 else 0.0))
+
+
 def run_md(atoms: Atoms, steps: int, timestep_fs: float = 0.5, temperature_K: float = 300.0,
            thermostat: str = "nve", friction_per_fs: float = 0.01, trajectory: Optional[PathLike] = None,
            logfile: Optional[PathLike] = None, interval: int = 10, seed: int = 0,
-           progress: bool = True) -> MDSummary:
-    """Velocity Verlet (``thermostat="nve"``) or Langevin MD from Maxwell-Boltzmann velocities at ``temperature_K``.
+           progress: bool = True, overwrite: bool = False) -> MDSummary:
+    """Velocity Verlet (``thermostat="nve"``) or Langevin MD starting exactly at ``temperature_K``.
 
     ``atoms.calc`` must be set. Every ``interval`` steps a frame goes to ``trajectory``
     (ASE .traj) and a line to ``logfile`` (step, time, potential, kinetic and total
     energy, temperature, and for ensembles the largest per-atom force spread).
+    An existing ``trajectory`` or ``logfile`` raises `FileExistsError` before anything
+    runs unless ``overwrite=True``.
+
+    The initial velocities are drawn from Maxwell-Boltzmann at ``temperature_K`` (seeded
+    by ``seed``) and rescaled to exactly that temperature after removing centre-of-mass
+    motion, and rotation when no direction is periodic, so the first logged temperature is
+    the one asked for. The temperature is 2 E_kin / (f k_B), f counting the components that
+    carry kinetic energy: 3N - 6 for a molecule in NVE (3N - 5 if linear), 3N - 3 for a
+    periodic cell in NVE, 3N with the Langevin bath (ASE's ``atoms.get_temperature()``
+    always counts 3N). The log's header line gives f.
     """
     from ase.io import Trajectory
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
 
     if thermostat not in THERMOSTATS:
@@ -108,11 +174,10 @@ def run_md(atoms: Atoms, steps: int, timestep_fs: float = 0.5, temperature_K: fl
         raise ValueError("steps and interval must be positive, the time step positive and the temperature >= 0")
     if atoms.calc is None:
         raise ValueError("the structure has no calculator; set atoms.calc = load_calculator(...)")
+    check_outputs([trajectory, logfile], overwrite)
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    Stationary(atoms)
-    if not atoms.pbc.any():
-        ZeroRotation(atoms)
+    degrees_of_freedom = _kinetic_degrees_of_freedom(atoms, thermostat)
+    _initial_velocities(atoms, temperature_K, degrees_of_freedom, rng)
     timestep = timestep_fs * units.fs  # ASE's time unit is Å·sqrt(amu/eV), about 10.18 fs
     if thermostat == "nve":
         dynamics = VelocityVerlet(atoms, timestep=timestep)
@@ -132,13 +197,15 @@ def run_md(atoms: Atoms, steps: int, timestep_fs: float = 0.5, temperature_K: fl
     if logfile is not None:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         log = open(logfile, "w")
+        log.write(f"# {thermostat.upper()}, T_K = 2 ekin / ({degrees_of_freedom} kB): {degrees_of_freedom} degrees "
+                  f"of freedom carry kinetic energy\n")
         log.write("# step time_fs epot_eV ekin_eV etot_eV T_K" + (" max_force_std_eV/A" if spread else "") + "\n")
     temperatures, spreads, totals = [], [], []
 
     def record():
         epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
         totals.append(epot + ekin)
-        temperatures.append(atoms.get_temperature())
+        temperatures.append(2 * ekin / (degrees_of_freedom * units.kB) if degrees_of_freedom else 0.0)
         extra = ""
         if spread:
             spreads.append(float(atoms.calc.results[spread]))
@@ -188,8 +255,12 @@ class RelaxSummary:
 
 def run_relax(atoms: Atoms, fmax: float = 0.01, steps: int = 1000, optimizer: str = "bfgs", cell: bool = False,
               trajectory: Optional[PathLike] = None, logfile: Optional[PathLike] = None,
-              progress: bool = True) -> RelaxSummary:
-    """Relax positions (and, with ``cell=True``, the cell of a periodic structure) until the largest force is below ``fmax``."""
+              progress: bool = True, overwrite: bool = False) -> RelaxSummary:
+    """Relax positions (and, with ``cell=True``, the cell of a periodic structure) until the largest force is below ``fmax``.
+
+    An existing ``trajectory`` or ``logfile`` raises `FileExistsError` before anything runs
+    unless ``overwrite=True``, which replaces them.
+    """
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS, FIRE
 
@@ -202,12 +273,14 @@ def run_relax(atoms: Atoms, fmax: float = 0.01, steps: int = 1000, optimizer: st
     if cell and not atoms.pbc.any():
         raise ValueError("relaxing the cell needs the stress of a periodic structure; this one has no periodic "
                          "direction (drop --cell, or give a structure with a cell and pbc)")
+    check_outputs([trajectory, logfile], overwrite)
     initial = atoms.get_potential_energy()
     target = FrechetCellFilter(atoms) if cell else atoms
     if trajectory is not None:
         Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
     if logfile is not None:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+        Path(logfile).unlink(missing_ok=True)  # ASE's optimizers append to a log; overwrite=True replaces it
     kind = {"bfgs": BFGS, "fire": FIRE}[optimizer]
     runner = kind(target, trajectory=None if trajectory is None else str(trajectory),
                   logfile=None if logfile is None else str(logfile))
@@ -223,5 +296,5 @@ def run_relax(atoms: Atoms, fmax: float = 0.01, steps: int = 1000, optimizer: st
                         cell)
 
 
-__all__ = ["load_calculator", "read_structure", "run_md", "run_relax", "MDSummary", "RelaxSummary",
-           "THERMOSTATS", "OPTIMIZERS"]
+__all__ = ["load_calculator", "read_structure", "check_outputs", "run_md", "run_relax", "MDSummary",
+           "RelaxSummary", "THERMOSTATS", "OPTIMIZERS"]

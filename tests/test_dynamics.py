@@ -94,7 +94,8 @@ def test_md_and_relax_commands(runs, structure, tmp_path, capsys):
     assert code == 0 and "BFGS (positions) converged" in out and "final fmax" in out
 
 
-def test_bad_input_gets_one_line(runs, structure, tmp_path, capsys):
+def test_bad_input_gets_one_line(runs, structure, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default outputs, runs/<command>/..., are relative
     cases = [
         (["md", str(tmp_path / "missing.xyz"), str(runs["a"])], "structure file .* does not exist"),
         (["md", str(structure), str(tmp_path / "missing.pt")], "checkpoint .* does not exist"),
@@ -111,6 +112,67 @@ def test_bad_input_gets_one_line(runs, structure, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith(f"geognn {argv[0]}: error:")
         assert __import__("re").search(message, err), err
+
+
+def test_md_and_relax_refuse_to_overwrite_their_output(runs, structure, tmp_path, capsys, monkeypatch):
+    """A second run onto the same trajectory or log stops with one line naming the existing file(s) and
+    --overwrite, before the checkpoint loads and before anything is written; --overwrite replaces them."""
+    monkeypatch.chdir(tmp_path)
+    md = ["md", str(structure), str(runs["a"]), "--steps", "2", "--interval", "1", "--no-progress"]
+    assert main(md) == 0
+    traj, log = Path("runs/md/molecule.traj"), Path("runs/md/molecule.log")
+    first = {path: path.read_bytes() for path in (traj, log)}
+    capsys.readouterr()
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded although the output exists")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("geognn.dynamics.load_calculator", must_not_load)
+        cases = [
+            (md + ["--langevin"], [traj, log]),  # the defaults: an NVE run would be lost to a Langevin one
+            (md + ["--trajectory", "new/md.traj"], [log]),
+            (md + ["--log", "new/md.log"], [traj]),
+        ]
+        for argv, existing in cases:
+            assert main(argv) == 1
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and err.startswith("geognn md: error:") and "--overwrite" in err, err
+            assert all(str(path) in err for path in existing), err
+            assert not any(str(path) in err for path in {traj, log} - set(existing)), err  # only what exists
+        assert not Path("new").exists()  # nothing written, not even the folder
+        assert {path: path.read_bytes() for path in (traj, log)} == first
+
+    assert main(md + ["--langevin", "--overwrite"]) == 0
+    assert log.read_text().startswith("# LANGEVIN") and len(read(traj, index=":")) == 3  # steps 0, 1, 2
+
+    relax = ["relax", str(structure), str(runs["a"]), "--fmax", "1e-9", "--steps", "2", "--no-progress"]
+    assert main(relax) == 2  # stopped before converging: the log holds one header and steps 0-2
+    relax_log = Path("runs/relax/molecule.log")
+    assert main(relax) == 1 and "runs/relax/molecule.traj and runs/relax/molecule.log" in capsys.readouterr().err
+    assert main(relax + ["--steps", "1", "--overwrite"]) == 2
+    lines = relax_log.read_text().splitlines()  # replaced, not appended to (ASE's optimizers append)
+    assert sum("Step" in line for line in lines) == 1 and len(lines) == 3
+    assert len(read("runs/relax/molecule.traj", index=":")) == 2
+
+
+def test_run_md_and_run_relax_refuse_existing_output_unless_told(tmp_path):
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 1]])
+    atoms.calc = ConstantForces(np.zeros((2, 3)))
+    (tmp_path / "md.log").write_text("an earlier run\n")
+    for run in (lambda **kw: run_md(atoms, steps=2, **kw), lambda **kw: run_relax(atoms, steps=2, **kw)):
+        with pytest.raises(FileExistsError, match=r"md\.log already exists .*overwrite=True"):
+            run(trajectory=tmp_path / "md.traj", logfile=tmp_path / "md.log", progress=False)
+        assert not (tmp_path / "md.traj").exists() and (tmp_path / "md.log").read_text() == "an earlier run\n"
+        assert not atoms.get_momenta().any()  # refused before the velocities were drawn
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="the same file"):
+            run_md(atoms, steps=2, trajectory=tmp_path / "x", logfile=tmp_path / "x", overwrite=overwrite,
+                   progress=False)
+        with pytest.raises(ValueError, match="is a folder"):
+            run_relax(atoms, steps=2, logfile=tmp_path, overwrite=overwrite, progress=False)
+    run_md(atoms, steps=2, logfile=tmp_path / "md.log", progress=False, overwrite=True)
+    assert "an earlier run" not in (tmp_path / "md.log").read_text()
 
 
 def test_a_checkpoint_trained_without_forces_warns(runs):
@@ -191,11 +253,61 @@ def test_nve_moves_atoms_by_v_t_plus_f_t2_over_2m_with_t_in_fs(tmp_path):
 
 
 def test_nve_starts_free_atoms_at_the_asked_temperature():
-    """Free atoms keep their Maxwell-Boltzmann velocities: the mean kinetic temperature is the one asked for,
-    within the sampling spread of 3N velocities (relative sd sqrt(2 / 3N))."""
+    """Free atoms keep their start velocities, rescaled to the asked temperature: the mean kinetic temperature
+    is the one asked for, not a draw within the sampling spread of 3N velocities (relative sd sqrt(2 / 3N))."""
     atoms = _gas("Ar", 4000)
     summary = run_md(atoms, steps=20, timestep_fs=1.0, temperature_K=500, interval=10, progress=False)
-    assert summary.mean_temperature == pytest.approx(500, rel=4 * np.sqrt(2 / (3 * len(atoms))))
+    assert summary.mean_temperature == pytest.approx(500, rel=1e-10)
+
+
+def _ethanol() -> Atoms:
+    from ase.build import molecule
+
+    return molecule("CH3CH2OH")  # 9 atoms: a Maxwell-Boltzmann draw alone lands tens of percent off
+
+
+@pytest.mark.parametrize("case, degrees_of_freedom", [
+    ("molecule nve", 3 * 9 - 6),  # centre-of-mass motion and rotation removed, both conserved
+    ("linear nve", 3 * 3 - 5),  # CO2: no rotation about its axis
+    ("cell nve", 3 * 8 - 3),  # periodic: only centre-of-mass motion removed
+    ("molecule langevin", 3 * 9),  # the bath kicks every component
+])
+def test_md_starts_exactly_at_the_asked_temperature(tmp_path, case, degrees_of_freedom):
+    """The first logged temperature, and 2 E_kin / (f k_B) of the first frame's velocities, are the asked
+    temperature, with f the components that carry kinetic energy (given in the log's header); the
+    centre-of-mass momentum (and, for a molecule, the angular momentum) is zero. Seeded: the same seed
+    gives the same velocities, another seed others."""
+    from ase.build import bulk, molecule
+
+    structure, thermostat = case.split()
+    atoms = {"molecule": _ethanol, "linear": lambda: molecule("CO2"),
+             "cell": lambda: bulk("Cu", cubic=True).repeat((2, 1, 1))}[structure]()
+    atoms.calc = ConstantForces(np.zeros((len(atoms), 3)))
+    summary = run_md(atoms, steps=4, temperature_K=300, thermostat=thermostat, trajectory=tmp_path / "md.traj",
+                     logfile=tmp_path / "md.log", interval=2, seed=7, progress=False)
+    frame = read(tmp_path / "md.traj", index=0)
+    masses, velocities = frame.get_masses()[:, None], frame.get_velocities()
+    kinetic = 0.5 * (masses * velocities ** 2).sum()
+    assert 2 * kinetic / (degrees_of_freedom * units.kB) == pytest.approx(300, rel=1e-10)
+    header = (tmp_path / "md.log").read_text().splitlines()[0]
+    assert f"({degrees_of_freedom} kB)" in header and thermostat.upper() in header
+    rows = np.loadtxt(tmp_path / "md.log")
+    assert rows[0, 5] == 300.00 and rows[0, 3] == pytest.approx(kinetic, abs=1e-6)
+    momentum_scale = np.sqrt((masses * kinetic).sum())  # eV-ish units: |p| of a typical atom, times sqrt(N)
+    assert np.abs((masses * velocities).sum(axis=0)).max() < 1e-12 * momentum_scale
+    if structure != "cell":
+        assert np.abs(frame.get_angular_momentum()).max() < 1e-10 * momentum_scale
+    if thermostat == "nve":  # free atoms: the velocities, and so the temperature, never change
+        assert summary.mean_temperature == pytest.approx(300, rel=1e-10)
+    again = atoms.copy()
+    again.calc = ConstantForces(np.zeros((len(atoms), 3)))
+    again.positions = frame.positions
+    run_md(again, steps=1, temperature_K=300, thermostat=thermostat, trajectory=tmp_path / "again.traj", seed=7,
+           progress=False)
+    np.testing.assert_array_equal(read(tmp_path / "again.traj", index=0).get_velocities(), velocities)
+    run_md(again, steps=1, temperature_K=300, thermostat=thermostat, trajectory=tmp_path / "other.traj", seed=8,
+           progress=False)
+    assert np.abs(read(tmp_path / "other.traj", index=0).get_velocities() - velocities).max() > 1e-3
 
 
 def test_langevin_velocities_forget_their_start_at_the_friction_rate(tmp_path):

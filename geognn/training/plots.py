@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +28,85 @@ def _save(plt, figure, title: str, path: Path) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def _plain(value: float, decimals: Optional[int] = None) -> str:
+    """A tick label without exponents or offsets: 0.02, 200, 10000, -10450."""
+    if value == 0:
+        return "0"
+    if decimals is None:
+        decimals = max(0, -math.floor(math.log10(abs(value))) + 2) if abs(value) < 1 else 0
+    return f"{value:.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{value:.0f}"
+
+
+def _nice_below(value: float) -> float:
+    """The largest 1, 2 or 5 × 10ⁿ at most ``value`` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(value))
+    return max(step * power for step in (1, 2, 5) if step * power <= value * (1 + 1e-12))
+
+
+def _nice_above(value: float) -> float:
+    power = 10.0 ** math.floor(math.log10(value))
+    return min(step * power for step in (1, 2, 5, 10) if step * power >= value * (1 - 1e-12))
+
+
+def plain_log_axis(axis, values) -> None:
+    """A log ``axis`` (``axes.yaxis``) labelled at 1, 2 and 5 × 10ⁿ in plain numbers ("200", not
+    "2×10²"), its limits widened to such values so that at least two labels show even when the
+    values span less than a decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes = axis.axes
+    set_scale = axes.set_yscale if axis is axes.yaxis else axes.set_xscale
+    set_lim = axes.set_ylim if axis is axes.yaxis else axes.set_xlim
+    set_scale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: _plain(value)))
+    axis.set_minor_formatter(NullFormatter())
+    positive = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if positive:
+        low, high = _nice_below(min(positive)), _nice_above(max(positive))
+        set_lim(low, high if high > low else _nice_above(1.5 * low))  # all values on one 1-2-5 mark
+
+
+def plain_time_axis(axis, values) -> None:
+    """A linear ``axis`` of durations from 0 to a little past the largest, in plain numbers."""
+    from matplotlib.ticker import ScalarFormatter
+
+    axes = axis.axes
+    set_lim = axes.set_xlim if axis is axes.xaxis else axes.set_ylim
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if finite and max(finite) > 0:
+        set_lim(0, 1.05 * max(finite))
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    axis.set_major_formatter(formatter)
+
+
+def common_offset(low: float, high: float) -> tuple[float, Optional[int]]:
+    """A round number to subtract from values in [low, high] whose spread is under 1% of their
+    size (total energies: -10,452,000 to -10,448,000 meV), so that tick labels show the spread
+    ("-2000" ... "2000") and the label the offset; (0, None) when the plain values are short enough.
+    Also returns the decimals the offset needs."""
+    size, spread = max(abs(low), abs(high)), high - low
+    if size < 1000 or (spread > 0 and spread * 100 > size):
+        return 0.0, None
+    exponent = math.floor(math.log10(spread)) if spread > 0 else math.floor(math.log10(size)) - 2
+    step = 10.0 ** exponent
+    return round((low + high) / 2 / step) * step, max(0, -exponent)
+
+
+def plain_linear_ticks(axes, nbins: int = 5) -> None:
+    """At most ``nbins`` plain labels per axis (no offset or ×10ⁿ corner text), the x labels
+    slanted so that long ones (energies) do not run into each other."""
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=nbins))
+        formatter = ScalarFormatter(useOffset=False)
+        formatter.set_scientific(False)
+        axis.set_major_formatter(formatter)
+    axes.tick_params(axis="x", labelrotation=30)
 
 
 def plot_learning_curves(run_dir: Path, out: Path) -> Path:
@@ -80,14 +160,25 @@ def plot_parity(run_dir: Path, out: Path) -> Optional[Path]:
     figure, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.2), squeeze=False)
     for axis, (predicted, reference, label, scale) in zip(axes[0], panels):
         predicted, reference = predicted.double() * scale, reference.double() * scale
+        mae = float((predicted - reference).abs().mean())
+        error_unit = label.split("[")[-1].rstrip("]")
         low, high = float(torch.minimum(predicted.min(), reference.min())), float(torch.maximum(predicted.max(), reference.max()))
+        if scale == 1000.0 and max(abs(low), abs(high)) >= 1e5:  # total energies: eV ticks, not 8-digit meV ones
+            predicted, reference, low, high = predicted / 1000, reference / 1000, low / 1000, high / 1000
+            label = label.replace(f"[{unit}", f"[{predictions['unit']}")
+        offset, decimals = common_offset(low, high)
+        predicted, reference, low, high = predicted - offset, reference - offset, low - offset, high - offset
+        if offset:  # said in the label, not as matplotlib's "1e7" / "+1.045e7" corner text
+            name, unit_part = label.rsplit(" [", 1)
+            sign = "−" if offset > 0 else "+"
+            label = f"{name}\n{sign} {abs(offset):,.{decimals}f} [{unit_part}"
         axis.plot([low, high], [low, high], color="0.6", linewidth=1)
         axis.scatter(reference, predicted, s=3, alpha=0.4)
-        mae = float((predicted - reference).abs().mean())
-        axis.set_title(f"MAE {mae:.4g} {label.split('[')[-1].rstrip(']')}")
+        axis.set_title(f"MAE {mae:.4g} {error_unit}")
         axis.set_xlabel(f"reference {label}")
         axis.set_ylabel(f"predicted {label}")
         axis.set_aspect("equal")
+        plain_linear_ticks(axis)
     return _save(plt, figure, f"{run_dir.name}: {predictions['split']} split", out / "parity.png")
 
 

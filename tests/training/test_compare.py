@@ -11,7 +11,8 @@ import yaml
 
 from geognn.cli import main
 from geognn.training import ConfigError
-from geognn.training.compare import compare, parse_compare, run_row, summarize, write_leaderboard
+from geognn.training import compare as compare_module
+from geognn.training.compare import compare, measure_method, parse_compare, run_row, summarize, write_leaderboard
 
 SAMPLES = Path(__file__).resolve().parents[2] / "datasets" / "samples"
 
@@ -140,3 +141,188 @@ def test_command_line(tmp_path, capsys):
     assert main(["compare", str(path), "--set", "optim.max_epochs=2", "--no-measure"]) == 0
     out = capsys.readouterr().out
     assert "| 1 |" in out and "leaderboard.png" in out
+
+
+# ------------------------------------------------------------------ runs of another recipe
+
+
+def finished_like(config, label, seed, energy_mae=0.05, interrupted=False, **changes):
+    """A run folder as `fit` leaves it for ``config.run_config(label, seed)``, except for ``changes``
+    (``{"optim": {"lr": 0.001}}``) to the stored recipe: what an earlier comparison left."""
+    import torch
+
+    def merge(base, more):
+        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) else v for k, v in more.items()}}
+
+    run_dir = config.run_dir(label, seed)
+    run_dir.mkdir(parents=True)
+    stored = merge(config.run_config(label, seed).to_dict(), changes)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    if interrupted:
+        torch.save({}, run_dir / "last.pt")
+        return run_dir
+    fake_run(run_dir.parent / "scratch", energy_mae, None)
+    for item in (run_dir.parent / "scratch").iterdir():
+        item.rename(run_dir / item.name)
+    (run_dir.parent / "scratch").rmdir()
+    return run_dir
+
+
+def no_training(monkeypatch):
+    import geognn.training.trainer as trainer_module
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a run was trained")
+
+    monkeypatch.setattr(trainer_module, "fit", fail)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"optim": {"lr": 0.001}}, "optim.lr: 0.001 -> 0.005 (every run)"),
+    ({"optim": {"max_minutes": 1.5}}, "optim.max_minutes: 1.5 -> null (every run)"),
+])
+def test_finished_runs_of_another_recipe_are_refused_naming_the_change(tmp_path, monkeypatch, changes, named):
+    """The user's report: lr or the time budget changed and every run said "finished already". Now
+    nothing trains, nothing moves, and the one-line error names the setting, both values and the
+    two ways on."""
+    config = parse_compare(tiny_recipe(tmp_path / "cmp"))
+    runs = [finished_like(config, label, seed, **changes) for label in config.models for seed in config.seeds]
+    no_training(monkeypatch)
+    with pytest.raises(FileExistsError) as refused:
+        compare(config, measure=False, log=lambda *_: None)
+    message = str(refused.value)
+    assert named in message and "6 run(s)" in message
+    assert "--run-dir" in message and "--rerun-changed" in message and "\n" not in message
+    assert all((run / "test_metrics.json").exists() for run in runs)
+    assert not list((tmp_path / "cmp").glob("*/*.replaced-*"))
+
+
+def test_a_changed_model_option_names_the_option_and_the_model(tmp_path, monkeypatch):
+    """SchNet 64 -> 32 channels in the report; here egnn 64 (its default, left out now) -> 8 for
+    one model while the other models' runs still match."""
+    config = parse_compare(tiny_recipe(tmp_path / "cmp"))
+    for label in config.models:
+        for seed in config.seeds:
+            changes = {"model": {"options": {"hidden_channels": 64}}} if label == "egnn" else {}
+            finished_like(config, label, seed, **changes)
+    no_training(monkeypatch)
+    with pytest.raises(FileExistsError, match=r"^2 run\(s\) .*: model\.options\.hidden_channels: 64 -> 8 \(egnn\);"):
+        compare(config, measure=False, log=lambda *_: None)
+
+
+def test_an_interrupted_run_of_another_recipe_is_not_resumed(tmp_path, monkeypatch):
+    recipe = tiny_recipe(tmp_path / "cmp", seeds=[0, 1])
+    recipe["models"] = {"gin": recipe["models"]["gin"]}
+    config = parse_compare(recipe)
+    finished_like(config, "gin", 0)
+    finished_like(config, "gin", 1, interrupted=True, data={"batch_size": 4})
+    no_training(monkeypatch)
+    with pytest.raises(FileExistsError, match=r"data\.batch_size: 4 -> 10 \(gin seed 1\)"):
+        compare(config, measure=False, log=lambda *_: None)
+
+
+def test_an_identical_recipe_reuses_finished_runs(tmp_path, monkeypatch):
+    """Only the settings that do not change results differ (progress bar, log and checkpoint
+    intervals, workers, and the folder, as after moving the comparison): nothing trains."""
+    config = parse_compare(tiny_recipe(tmp_path / "cmp"))
+    watched = {"log": {"progress": True, "log_every": 7, "checkpoint_every": 3, "tensorboard": True,
+                       "run_dir": "/elsewhere"}, "data": {"num_workers": 2}}
+    maes = {}
+    for k, (label, seed) in enumerate((label, seed) for label in config.models for seed in config.seeds):
+        maes[(label, seed)] = 0.01 * (k + 1)
+        finished_like(config, label, seed, energy_mae=maes[(label, seed)], **watched)
+    no_training(monkeypatch)
+    said = []
+    rows, _ = compare(config, measure=False, log=said.append)
+    assert len(said) == 6 and all("finished already" in line for line in said)
+    assert {(row["model"], row["seed"]): row["energy_mae"] for row in rows} == maes
+
+
+def test_rerun_changed_keeps_the_old_run_and_trains_again(tmp_path, capsys):
+    """From the command line: refused without the flag; with it the old folder is renamed
+    seed0.replaced-1 (its results kept) and the run is trained under the recipe given now."""
+    recipe = tiny_recipe(tmp_path / "cmp", seeds=[0])
+    recipe["models"] = {"gin": recipe["models"]["gin"]}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    config = parse_compare(recipe)
+    old = finished_like(config, "gin", 0, energy_mae=123.0, optim={"lr": 0.001})
+
+    assert main(["compare", str(path), "--no-measure"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "optim.lr: 0.001 -> 0.005 (gin)" in err
+
+    assert main(["compare", str(path), "--no-measure", "--rerun-changed"]) == 0
+    moved = old.with_name("seed0.replaced-1")
+    assert json.loads((moved / "test_metrics.json").read_text())["energy_mae"] == 123.0
+    assert yaml.safe_load((moved / "config.yaml").read_text())["optim"]["lr"] == 0.001
+    assert yaml.safe_load((old / "config.yaml").read_text())["optim"]["lr"] == 0.005
+    assert json.loads((old / "test_metrics.json").read_text())["energy_mae"] != 123.0
+    assert "moved to" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ memory and the leaderboard plot
+
+
+def test_peak_memory_is_the_median_over_seeds_and_measured_one_way(tmp_path, monkeypatch):
+    """35, 88 and 40 MB over three seeds report 40 (not the max 88, nor the mean 54.3); a
+    measurement made another way (no method, as before) is measured again, a current one is not."""
+    import torch
+
+    method = measure_method(torch.get_num_threads())
+    runs = []
+    for seed, memory in enumerate((35.0, 88.0, 40.0)):
+        run = fake_run(tmp_path / "m" / f"seed{seed}", 0.05, None)
+        (run / "measured.json").write_text(json.dumps(
+            {"inference_per_s": 100.0, "peak_memory_mb": memory, "device": "cpu", "method": method}))
+        runs.append(run)
+    stale = fake_run(tmp_path / "m" / "seed3", 0.05, None)
+    (stale / "measured.json").write_text(json.dumps({"inference_per_s": 1.0, "peak_memory_mb": 999.0, "device": "cpu"}))
+    measured = []
+
+    def fake_measure(checkpoint, device, threads=None):
+        measured.append(Path(checkpoint).parent.name)
+        return {"inference_per_s": 100.0, "peak_memory_mb": 39.0, "device": "cpu", "method": method}
+
+    monkeypatch.setattr(compare_module, "measure_in_subprocess", fake_measure)
+    rows = [run_row("m", seed, run, "cpu", measure=True) for seed, run in enumerate(runs)]
+    assert measured == [] and summarize(rows)[0]["peak_memory_mb"] == 40.0
+    rows.append(run_row("m", 3, stale, "cpu", measure=True))
+    assert measured == ["seed3"] and json.loads((stale / "measured.json").read_text())["peak_memory_mb"] == 39.0
+    assert summarize(rows)[0]["peak_memory_mb"] == 39.5
+    write_leaderboard(rows, tmp_path)
+    assert "peak memory (MB, median)" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_leaderboard_plot_has_plain_ticks_and_an_unzoomed_time_axis(tmp_path, monkeypatch):
+    """Equal time budgets (30.17-30.32 s) and MAEs of 98-407 meV: the time axis starts at 0 and
+    the log MAE axis has at least two plain labels ("100", "200"), no "2.6×10²"."""
+    from geognn.training import plots
+
+    figures = []
+
+    def keep(plt, figure, title, path):
+        figure.canvas.draw()
+        figures.append(figure)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    rows = [{"model": label, "seed": seed, "parameters": 1000, "unit": "eV", "energy_mae": mae, "forces_mae": None,
+             "train_s": train_s}
+            for label, seed, mae, train_s in (("a", 0, 0.098, 30.17), ("a", 1, 0.101, 30.32), ("b", 0, 0.407, 30.25),
+                                              ("b", 1, 0.26, 30.2))]
+    write_leaderboard(rows, tmp_path)
+    axis = figures[0].axes[0]
+    low, high = axis.get_xlim()
+    assert low == 0 and high >= 30.32
+    ymin, ymax = axis.get_ylim()
+    assert ymin <= 98 and ymax >= 407
+    shown = [(tick, label.get_text()) for ticks, labels in ((axis.get_yticks(), axis.get_yticklabels()),
+                                                             (axis.get_yticks(minor=True), axis.get_yticklabels(minor=True)))
+             for tick, label in zip(ticks, labels) if ymin <= tick <= ymax and label.get_text()]
+    assert len(shown) >= 2
+    for tick, text in shown:
+        assert float(text.replace("\u2212", "-")) == pytest.approx(tick)  # plain numbers, no ×10ⁿ or $10^n$
+    assert all(label.get_text() == "" or float(label.get_text().replace("\u2212", "-")) >= 0
+               for label in axis.get_xticklabels())
+    assert axis.xaxis.get_offset_text().get_text() == ""
