@@ -51,6 +51,32 @@ class EnergyModelConfig:
     max_num_neighbors: Optional[int] = None
     neighbor_backend: str = "auto"
 
+    def __post_init__(self):
+        # Each model's config extends this (calling super()) with the ranges of its own sizes and counts,
+        # so a nonsensical option is refused here, naming it, not deep inside a layer's constructor.
+        check_positive(self, "cutoff")
+        check_at_least(self, 1, "max_atomic_number")
+        if self.max_num_neighbors is not None:
+            check_at_least(self, 1, "max_num_neighbors", why="or null for every neighbour")
+
+
+def check_at_least(config, minimum: int, *names: str, why: str = "") -> None:
+    """Refuse the first option of ``config`` in ``names`` below ``minimum`` (a size or count)."""
+    for name in names:
+        value = getattr(config, name)
+        if not value >= minimum:
+            note = f" ({why})" if why else ""
+            raise ValueError(f"{type(config).__name__}.{name} = {value!r} is out of range: "
+                             f"it must be an integer >= {minimum}{note}")
+
+
+def check_positive(config, *names: str) -> None:
+    """Refuse the first option of ``config`` in ``names`` that is not a number > 0 (NaN included)."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{type(config).__name__}.{name} = {value!r} is out of range: it must be > 0")
+
 
 class AtomGraph(NamedTuple):
     """A graph over the atoms of a batch, as handed to `EnergyModel.atomic_energies`.
@@ -119,8 +145,6 @@ class EnergyModel(nn.Module):
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}")
         lookup({name: name for name in READOUTS}, config.readout, "readout")
-        if not config.cutoff > 0:
-            raise ValueError(f"cutoff must be positive, got {config.cutoff}")
         check_backend_name(config.neighbor_backend)
         self.config = config
         self.register_buffer("energy_scale", torch.tensor(1.0))

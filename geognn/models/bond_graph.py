@@ -33,7 +33,7 @@ from torch_geometric.nn import GATv2Conv, GCNConv, GINEConv, SAGEConv
 from geognn.data import keys
 from geognn.graph import BOND_SCALE, bond_atom_features
 from geognn.graph.bonds import MAX_BOND_ORDER
-from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
+from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive
 from geognn.nn.mlp import ACTIVATIONS, MLP, lookup
 
 ATOM_FEATURE_DEGREE = 5  # degrees and hydrogen counts above this share the last one-hot slot
@@ -60,6 +60,12 @@ class BondGraphConfig(EnergyModelConfig):
     atom_features: bool = True
     activation: str = "silu"
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_at_least(self, 2, "hidden_channels", why="the readout halves it")
+        check_at_least(self, 1, "num_layers")
+        check_positive(self, "bond_scale")
+
 
 class BondGraphModel(EnergyModel):
     """Base of the 2D models: embedding, residual convolutions on the bond graph, atom-wise readout.
@@ -75,8 +81,6 @@ class BondGraphModel(EnergyModel):
 
     def __init__(self, config: BondGraphConfig):
         super().__init__(config)
-        if not config.bond_scale > 0:
-            raise ValueError(f"bond_scale must be positive, got {config.bond_scale}")
         F = config.hidden_channels
         self.embedding = nn.Embedding(config.max_atomic_number + 1, F)
         self.atom_linear = nn.Linear(ATOM_FEATURE_DIM, F, bias=False) if config.atom_features else None
@@ -138,10 +142,16 @@ class GATConfig(BondGraphConfig):
 
     heads: int = 4
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_heads(self.hidden_channels, self.heads)
+
 
 def check_heads(hidden_channels: int, heads: int) -> None:
     """Attention heads split the channels evenly."""
-    if heads < 1 or hidden_channels % heads:
+    if heads < 1:
+        raise ValueError(f"heads = {heads} is out of range: it must be an integer >= 1")
+    if hidden_channels % heads:
         raise ValueError(f"hidden_channels ({hidden_channels}) must be a multiple of heads ({heads})")
 
 
@@ -150,10 +160,6 @@ class GAT(BondGraphModel):
 
     Config = GATConfig
     conv_takes_edge_features = True
-
-    def __init__(self, config: GATConfig):
-        check_heads(config.hidden_channels, config.heads)
-        super().__init__(config)
 
     def make_conv(self) -> nn.Module:
         F, heads = self.config.hidden_channels, self.config.heads

@@ -62,6 +62,11 @@ def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> dict:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.suffix.lower() in (".yaml", ".yml"):
+        run_dir = path.parent
+        if any((run_dir / name).exists() for name in ("best.pt", "last.pt")):  # a run's copy of its recipe
+            best = run_dir / ("best.pt" if (run_dir / "best.pt").exists() else "last.pt")
+            raise ValueError(f"{path} is a training recipe, not a checkpoint; pass the run folder {run_dir} "
+                             f"(its {best.name}) or {best}")
         raise ValueError(f"{path} is a recipe, not a checkpoint: train it with `geognn train {path}`, then give "
                          "the run folder or its best.pt")
     try:

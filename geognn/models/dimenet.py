@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from geognn.data import keys
 from geognn.graph import triplets
-from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
+from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig, check_at_least
 from geognn.nn.dimenet import (
     DimeNetEmbedding,
     DimeNetInteraction,
@@ -64,6 +64,12 @@ class DimeNetCommonConfig(EnergyModelConfig):
     output_init: str = "zeros"
     angle: str = "kji"
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_at_least(self, 1, "hidden_channels", "num_blocks", "num_radial")
+        check_at_least(self, 2, "num_spherical", why="angles enter from l = 1")
+        check_at_least(self, 0, "envelope_exponent", "num_before_skip", "num_after_skip", "num_output_layers")
+
 
 @dataclass
 class DimeNetConfig(DimeNetCommonConfig):
@@ -74,6 +80,10 @@ class DimeNetConfig(DimeNetCommonConfig):
     """
 
     num_bilinear: int = 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_at_least(self, 1, "num_bilinear")
 
 
 @dataclass
@@ -90,6 +100,10 @@ class DimeNetPPConfig(DimeNetCommonConfig):
     basis_emb_size: int = 8
     out_emb_channels: int = 128
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_at_least(self, 1, "int_emb_size", "basis_emb_size", "out_emb_channels")
+
 
 class DimeNet(EnergyModel):
     """DimeNet (Gasteiger, Groß & Günnemann, ICLR 2020) predicting energies.
@@ -104,8 +118,6 @@ class DimeNet(EnergyModel):
     def __init__(self, config: DimeNetCommonConfig):
         super().__init__(config)
         self._vertex = lookup(ANGLE_VERTICES, config.angle, "angle")
-        if config.num_spherical < 2:
-            raise ValueError(f"num_spherical must be at least 2 (angles enter from l = 1), got {config.num_spherical}")
         c = config
         self.rbf = DimeNetRadialBasis(c.num_radial, c.cutoff, c.envelope_exponent)
         self.sbf = SphericalBasis(c.num_spherical, c.num_radial, c.cutoff, c.envelope_exponent)

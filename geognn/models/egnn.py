@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from geognn.data import keys
-from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
+from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive
 from geognn.nn import ENVELOPES, MLP, RADIAL_BASES, EGNNLayer
 from geognn.nn.mlp import lookup
 
@@ -42,6 +42,13 @@ class EGNNConfig(EnergyModelConfig):
     attention: bool = False
     activation: str = "silu"
     avg_num_neighbors: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_at_least(self, 2, "hidden_channels", why="the readout halves it")
+        check_at_least(self, 1, "num_layers")
+        check_at_least(self, 0, "vector_channels", "num_radial")
+        check_positive(self, "avg_num_neighbors")
 
 
 class EGNN(EnergyModel):

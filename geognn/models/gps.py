@@ -25,7 +25,7 @@ from torch_geometric.nn import GINEConv, GPSConv
 from geognn.data import keys
 from geognn.graph import random_walk_pe
 from geognn.graph.bonds import MAX_BOND_ORDER
-from geognn.models.base import AtomGraph
+from geognn.models.base import AtomGraph, check_at_least
 from geognn.models.bond_graph import BondGraphConfig, BondGraphModel, check_heads
 from geognn.nn.mlp import MLP
 
@@ -44,6 +44,13 @@ class GPSConfig(BondGraphConfig):
     walk_length: int = 16
     dropout: float = 0.0
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_heads(self.hidden_channels, self.heads)
+        check_at_least(self, 1, "walk_length")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"{type(self).__name__}.dropout = {self.dropout!r} is out of range: it must be in [0, 1)")
+
 
 class GPS(BondGraphModel):
     """GPS: GINE message passing plus global attention per layer, random-walk encodings."""
@@ -52,9 +59,6 @@ class GPS(BondGraphModel):
     size_extensive = False
 
     def __init__(self, config: GPSConfig):
-        check_heads(config.hidden_channels, config.heads)
-        if config.walk_length < 1:
-            raise ValueError(f"walk_length must be at least 1, got {config.walk_length}")
         super().__init__(config)
         self.pe_linear = nn.Linear(config.walk_length, config.hidden_channels, bias=False)
 

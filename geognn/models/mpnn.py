@@ -25,7 +25,7 @@ from torch_geometric.nn import NNConv, Set2Set
 
 from geognn.data import keys
 from geognn.graph.bonds import MAX_BOND_ORDER
-from geognn.models.base import AtomGraph
+from geognn.models.base import AtomGraph, check_at_least
 from geognn.models.bond_graph import BondGraphConfig, BondGraphModel
 from geognn.nn.mlp import MLP, lookup
 
@@ -47,6 +47,10 @@ class MPNNConfig(BondGraphConfig):
     aggr: str = "add"
     set2set_steps: int = 3
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_at_least(self, 1, "edge_hidden", "set2set_steps")
+
 
 class MPNN(BondGraphModel):
     """Gilmer et al.'s edge-network MPNN with GRU updates and a Set2Set readout."""
@@ -56,8 +60,6 @@ class MPNN(BondGraphModel):
 
     def __init__(self, config: MPNNConfig):
         lookup({a: a for a in MPNN_AGGREGATIONS}, config.aggr, "aggr")
-        if config.set2set_steps < 1:
-            raise ValueError(f"set2set_steps must be at least 1, got {config.set2set_steps}")
         super().__init__(config)
         F = config.hidden_channels
         edge_network = MLP([MAX_BOND_ORDER + 1, config.edge_hidden, F * F], "relu")

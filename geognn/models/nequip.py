@@ -18,7 +18,7 @@ from e3nn import o3
 from torch import Tensor
 
 from geognn.data import keys
-from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
+from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive
 from geognn.nn import EquivariantGate, SphericalEdgeEmbedding, TensorProductConv
 
 
@@ -65,6 +65,15 @@ class NequIPConfig(EnergyModelConfig):
     resnet: bool = False
     bessel_trainable: bool = False
     node_attr: str = "embedding"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_at_least(self, 0, "l_max")
+        check_at_least(self, 1, "num_features", "num_layers", "num_radial", "envelope_exponent")
+        if not all(isinstance(width, int) and width >= 1 for width in self.radial_mlp):
+            raise ValueError(f"{type(self).__name__}.radial_mlp = {self.radial_mlp!r} is out of range: "
+                             "its hidden sizes must be integers >= 1")
+        check_positive(self, "avg_num_neighbors")
 
 
 class NequIP(EnergyModel):

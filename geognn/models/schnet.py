@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from geognn.data import keys
-from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig
+from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive
 from geognn.nn import CosineCutoff, GaussianBasis
 from geognn.nn.mlp import ShiftedSoftplus
 from geognn.nn.schnet import SchNetInteraction
@@ -31,6 +31,12 @@ class SchNetConfig(EnergyModelConfig):
     num_interactions: int = 3
     num_gaussians: int = 25
     avg_num_neighbors: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_at_least(self, 2, "hidden_channels", why="the readout halves it")
+        check_at_least(self, 1, "num_filters", "num_interactions", "num_gaussians")
+        check_positive(self, "avg_num_neighbors")
 
 
 class SchNet(EnergyModel):

@@ -18,7 +18,7 @@ from torch.utils.data import Sampler
 from geognn.data import MD17, QM9, ASEDataset, QM9xTB, keys
 from geognn.data.collated import group_split_indices, random_split_indices
 from geognn.data.units import display_unit
-from geognn.training.config import ConfigError, DataSection
+from geognn.training.config import ConfigError, DataSection, LossSection
 
 
 
@@ -110,6 +110,26 @@ def load_splits(section: DataSection, dtype: torch.dtype):
     return dataset, parts, target_of(dataset, section)
 
 
+def describe(section: DataSection) -> str:
+    """The dataset a data section names, for messages: its name, and its files for ASE files."""
+    paths = section.options.get("paths") if section.dataset == "ase" else None
+    if paths is None:
+        return f"the {section.dataset} dataset"
+    return f"the ase dataset {paths if isinstance(paths, str) else ', '.join(map(str, paths))}"
+
+
+def check_labels(dataset, section: DataSection, loss: LossSection) -> None:
+    """Refuse, before training starts, a force or stress term the dataset has no labels for."""
+    first = dataset[0]
+    for weight, key, source in (("forces_weight", keys.FORCES, "md17, qm9_xtb, or an ASE file with forces"),
+                                ("stress_weight", keys.STRESS, "an ASE file of periodic structures with stress")):
+        if getattr(loss, weight) > 0 and key not in first:
+            raise ConfigError(
+                f"loss.{weight} is {getattr(loss, weight)} but {describe(section)} has no {key!r} labels; "
+                f"set loss.{weight}: 0, or train on a dataset with {key} ({source})"
+            )
+
+
 class EpochBatches(Sampler):
     """Batches of dataset indices for one process, in an order fixed by (seed, epoch).
 
@@ -149,4 +169,5 @@ def shard(num: int, world_size: int, rank: int) -> torch.Tensor:
     return torch.arange(rank, num, world_size)
 
 
-__all__ = ["DATASETS", "Target", "build_dataset", "target_of", "load_splits", "EpochBatches", "shard"]
+__all__ = ["DATASETS", "Target", "build_dataset", "target_of", "load_splits", "check_labels", "describe",
+           "EpochBatches", "shard"]

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
+from ase.data import chemical_symbols
 from torch_geometric.loader import DataLoader
 
 from geognn.data import ASEDataset, keys
 from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from geognn.training.config import ConfigError, DataSection, TrainConfig, from_dict, load_config
-from geognn.training.data import Target, load_splits
+from geognn.training.data import Target, describe, load_splits
 from geognn.training.loss import ErrorStats, Loss, prediction_errors
 
 SPLITS = ("train", "val", "test")
@@ -100,6 +101,42 @@ def _dataset_for(checkpoint: dict, data, split: str, dtype: torch.dtype):
     return chosen, split, target
 
 
+def _data_name(data) -> str:
+    """The ``data`` argument of `evaluate_checkpoint` (not None), for messages."""
+    if isinstance(data, DataSection):
+        return describe(data)
+    if Path(data).suffix in (".yaml", ".yml"):
+        return f"the data of {data}"
+    if str(data) in ("qm9", "qm9_xtb", "md17", "ase"):
+        return f"the {data} dataset"
+    return str(data)
+
+
+def _check_data(dataset, checkpoint: dict, data) -> None:
+    """Refuse data without reference energies, and (for data other than the run's own) structures with
+    elements the model was not trained on, as the ASE calculator does: their energies would be a guess."""
+    name = "the run's data" if data is None else _data_name(data)
+    if len(dataset) == 0:
+        raise ValueError(f"{name} holds no structures to evaluate on")
+    if keys.ENERGY not in dataset[0]:
+        raise ValueError(f"{name} has no 'energy' labels to compare the model's predictions with; give structures "
+                         "with reference energies (extxyz: energy=... on each frame's comment line), or predict "
+                         "without references with geognn.calculator.GeoGNNCalculator")
+    trained = checkpoint["normalization"].get("elements")
+    if data is None or not trained:  # the run's own split, or a checkpoint from before the elements were kept
+        return
+    present = set()
+    for batch in DataLoader(dataset, batch_size=1024):
+        present.update(torch.unique(batch[keys.ATOMIC_NUMBERS]).tolist())
+    unknown = sorted(present - set(trained))
+    if unknown:
+        raise ValueError(
+            f"{name} contains {', '.join(chemical_symbols[z] for z in unknown)}, which this model was not trained on "
+            f"(it knows {', '.join(chemical_symbols[z] for z in sorted(trained))}); its energies there would be a "
+            "guess, so evaluate it on structures of those elements only"
+        )
+
+
 def evaluate_checkpoint(checkpoint: Union[str, Path, dict], data=None, split: str = "test", device="cpu",
                         batch_size: int = 64, forces: Optional[bool] = None) -> dict:
     """MAE and RMSE of a checkpoint's model on a dataset, in the target's unit.
@@ -114,12 +151,17 @@ def evaluate_checkpoint(checkpoint: Union[str, Path, dict], data=None, split: st
 
     Returns:
         ``{"split", "structures", "target", "unit", "energy_mae", "energy_rmse", ...}``.
+
+    Raises:
+        ValueError: data without ``energy`` labels, or (data given here) with elements the
+            model was not trained on (the checkpoint's ``normalization["elements"]``).
     """
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint)
     model = model_from_checkpoint(checkpoint, device=device)
     dtype = model.dtype
     dataset, split, target = _dataset_for(checkpoint, data, split, dtype)
+    _check_data(dataset, checkpoint, data)
     trained_loss = from_dict(TrainConfig, checkpoint["train_config"]).loss
     has_forces = keys.FORCES in dataset[0]
     want_forces = forces if forces is not None else has_forces

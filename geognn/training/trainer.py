@@ -43,7 +43,7 @@ from geognn.models import MODELS, build_model
 from geognn.models.checkpoint import load_checkpoint, save_checkpoint
 from geognn.training.checkpointing import CheckpointMixin
 from geognn.training.config import ConfigError, TrainConfig, load_config
-from geognn.training.data import EpochBatches, load_splits, shard
+from geognn.training.data import EpochBatches, check_labels, load_splits, shard
 from geognn.training.evaluate import combined_loss, evaluate_model
 from geognn.training.ema import ExponentialMovingAverage
 from geognn.training.loss import ErrorStats, Loss, format_metrics, prediction_errors
@@ -140,7 +140,8 @@ class Trainer(CheckpointMixin):
             torch.backends.cuda.matmul.allow_tf32 = config.use_tf32
             torch.backends.cudnn.allow_tf32 = config.use_tf32
         check_model_and_loss(config)
-        _, (self.train_set, self.val_set, self.test_set), self.target = load_splits(config.data, self.dtype)
+        dataset, (self.train_set, self.val_set, self.test_set), self.target = load_splits(config.data, self.dtype)
+        check_labels(dataset, config.data, config.loss)
         self.loss = Loss(config.loss)
         previous = load_checkpoint(self.last_path, map_location="cpu") if resume else None
         self.model, self.normalization = self._build_model(previous)

@@ -204,3 +204,58 @@ def test_registry_names_every_model():
     """MODELS is the one source of names: each class's ``name`` is its key there."""
     assert all(cls.name == key for key, cls in MODELS.items())
     assert len({cls for cls in MODELS.values()}) == len(MODELS)
+
+
+_BOND_SIZES = ("hidden_channels", "num_layers")
+SIZE_OPTIONS = {  # every model's sizes and counts, none of which may be 0 or negative
+    "egnn": ("hidden_channels", "num_layers"),
+    "dimenet": ("hidden_channels", "num_blocks", "num_radial", "num_spherical", "num_bilinear"),
+    "dimenet++": ("hidden_channels", "num_blocks", "num_radial", "num_spherical", "int_emb_size",
+                  "basis_emb_size", "out_emb_channels"),
+    "nequip": ("num_features", "num_layers", "num_radial", "envelope_exponent"),
+    "schnet": ("hidden_channels", "num_filters", "num_interactions", "num_gaussians"),
+    "painn": ("hidden_channels", "num_layers", "num_radial"),
+    "gcn": _BOND_SIZES, "sage": _BOND_SIZES, "gin": _BOND_SIZES,
+    "gat": _BOND_SIZES + ("heads",),
+    "mpnn": _BOND_SIZES + ("edge_hidden", "set2set_steps"),
+    "gps": _BOND_SIZES + ("heads", "walk_length"),
+}
+_COMMON_SIZES = ("cutoff", "max_atomic_number", "max_num_neighbors")
+
+
+def test_size_table_covers_every_model():
+    assert set(SIZE_OPTIONS) == set(MODELS)
+    for name, options in SIZE_OPTIONS.items():
+        assert set(options) <= set(MODELS[name].Config.__dataclass_fields__), name
+
+
+@pytest.mark.parametrize("value", [0, -1])
+@pytest.mark.parametrize("name, option", [(name, option) for name, options in SIZE_OPTIONS.items()
+                                          for option in options + _COMMON_SIZES])
+def test_non_positive_sizes_are_refused_with_the_option_and_range(name, option, value):
+    with pytest.raises(ValueError, match=rf"\b{option} = {value}(\.0)? is out of range: it must be (an integer >=|>) "):
+        build_model(name, **{option: value})
+
+
+def test_option_ranges_allow_what_makes_sense_and_refuse_the_rest():
+    # Zero is meaningful for these: a plain EGNN, no residual layers, scalars only.
+    assert build_model("egnn", num_radial=0, vector_channels=0, hidden_channels=2, num_layers=1).config.num_radial == 0
+    assert build_model("dimenet", num_before_skip=0, num_after_skip=0, num_output_layers=0).config.num_after_skip == 0
+    assert build_model("nequip", l_max=0, num_layers=1).config.l_max == 0
+    with pytest.raises(ValueError, match=r"EGNNConfig.hidden_channels = 1 is out of range: .*>= 2 \(the readout halves"):
+        build_model("egnn", hidden_channels=1)
+    with pytest.raises(ValueError, match=r"EGNNConfig.vector_channels = -1 is out of range: it must be an integer >= 0$"):
+        build_model("egnn", vector_channels=-1)
+    with pytest.raises(ValueError, match=r"SchNetConfig.avg_num_neighbors = 0.0 is out of range: it must be > 0"):
+        build_model("schnet", avg_num_neighbors=0)
+    with pytest.raises(ValueError, match=r"PaiNNConfig.cutoff = nan is out of range"):
+        build_model("painn", cutoff=float("nan"))
+    with pytest.raises(ValueError, match=r"NequIPConfig.radial_mlp = \(16, 0\) is out of range"):
+        build_model("nequip", radial_mlp=[16, 0])
+    with pytest.raises(ValueError, match=r"GPSConfig.dropout = 1.0 is out of range: it must be in \[0, 1\)"):
+        build_model("gps", dropout=1.0)
+    with pytest.raises(ValueError, match=r"BondGraphConfig.bond_scale = -1.0 is out of range"):
+        build_model("gcn", bond_scale=-1.0)
+    # The config itself refuses, however the model is made.
+    with pytest.raises(ValueError, match="num_layers = -1"):
+        EGNN.Config(num_layers=-1)

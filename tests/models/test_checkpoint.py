@@ -1,5 +1,7 @@
 """Checkpoints: atomic writes, weights_only loading, clear errors for foreign files."""
 
+import re
+
 import pytest
 import torch
 from ase.build import molecule
@@ -65,3 +67,21 @@ def test_foreign_and_incomplete_files_are_named(tmp_path):
     unknown = _checkpoint(model) | {"model_name": "paiin"}
     with pytest.raises(ValueError, match="model 'paiin' is not one of"):
         model_from_checkpoint(unknown)
+
+
+def test_a_runs_config_yaml_points_to_the_run_folder(tmp_path):
+    """A run folder holds config.yaml beside best.pt; given the yaml, every loader names the folder instead."""
+    from geognn.calculator import GeoGNNCalculator
+
+    run_dir = tmp_path / "runs" / "x"
+    save_checkpoint(_checkpoint(build_model("egnn", hidden_channels=8, num_layers=1)), run_dir / "best.pt")
+    (run_dir / "config.yaml").write_text("model: {name: egnn}\n")
+    message = "^" + re.escape(f"{run_dir}/config.yaml is a training recipe, not a checkpoint; pass the run folder "
+                              f"{run_dir} (its best.pt) or {run_dir}/best.pt") + "$"
+    for load in (load_checkpoint, model_from_checkpoint, GeoGNNCalculator.from_checkpoint):
+        with pytest.raises(ValueError, match=message):
+            load(run_dir / "config.yaml")
+    # A recipe outside a run folder is still told to be trained first.
+    (tmp_path / "recipe.yaml").write_text("model: {name: egnn}\n")
+    with pytest.raises(ValueError, match="is a recipe, not a checkpoint: train it with `geognn train"):
+        load_checkpoint(tmp_path / "recipe.yaml")

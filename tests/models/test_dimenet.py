@@ -70,7 +70,7 @@ def test_zero_output_init_starts_at_zero_energy_but_trains():
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="unknown angle 'ijk'"):
         build_model("dimenet++", angle="ijk")
-    with pytest.raises(ValueError, match="num_spherical must be at least 2"):
+    with pytest.raises(ValueError, match=r"num_spherical = 1 is out of range: it must be an integer >= 2 \(angles enter"):
         build_model("dimenet", num_spherical=1)
     with pytest.raises(ValueError, match="unknown output_init"):
         build_model("dimenet++", output_init="ones")

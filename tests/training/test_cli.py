@@ -92,3 +92,82 @@ def test_threads_option_sets_torchs_threads_and_is_checked(capsys):
         with pytest.raises(SystemExit):
             main(["plot", "no_such_run", "--threads", bad])
         assert "expected a positive integer" in capsys.readouterr().err
+
+
+def _one_line_error(argv, capsys) -> str:
+    assert main([str(arg) for arg in argv]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("weight, label", [("forces_weight", "forces"), ("stress_weight", "stress")])
+def test_a_loss_term_without_labels_is_refused_before_training(weight, label, recipe_file, tmp_path, capsys):
+    run_dir = tmp_path / "no_labels_run"
+    err = _one_line_error(["train", recipe_file, "--run-dir", run_dir, "--set", f"loss.{weight}=1"], capsys)
+    assert err.startswith(f"geognn train: error: loss.{weight} is 1.0 but the qm9 dataset has no '{label}' labels; "
+                          f"set loss.{weight}: 0, or train on a dataset with {label}")
+    assert not run_dir.exists()  # refused before the run started
+
+
+def test_bad_model_sizes_are_one_line(recipe_file, capsys):
+    err = _one_line_error(["train", recipe_file, "--set", "model.options.num_layers=-1"], capsys)
+    assert "model.options: EGNNConfig.num_layers = -1 is out of range: it must be an integer >= 1" in err
+
+
+@pytest.fixture
+def untrained_run(qm9_recipe, tmp_path):
+    """A run folder (config.yaml, best.pt) of an untrained EGNN whose training split held H, C, N and O."""
+    from geognn.models import build_model, save_checkpoint
+    from geognn.models.checkpoint import FORMAT_VERSION
+
+    config = qm9_recipe()
+    model = build_model("egnn", hidden_channels=8, num_layers=1, max_atomic_number=10).double()
+    normalization = {"target": "U0", "unit": "eV", "intensive": False, "energy_scale": 1.0, "energy_shift": 0.0,
+                     "atomic_reference": [0.0] * 11, "elements": [1, 6, 7, 8], "potential_energy": True}
+    run_dir = tmp_path / "untrained_run"
+    save_checkpoint({"format_version": FORMAT_VERSION, "model_name": "egnn", "model_config": vars(model.config).copy(),
+                     "state_dict": model.state_dict(), "normalization": normalization,
+                     "train_config": config.to_dict(), "metrics": {}}, run_dir / "best.pt")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    return run_dir
+
+
+def _write(path, atoms, energy=None):
+    import ase.io
+
+    if energy is not None:
+        atoms.info["energy"] = energy
+    ase.io.write(path, atoms)
+    return path
+
+
+def test_evaluate_refuses_data_without_energies(untrained_run, tmp_path, capsys):
+    from ase.build import molecule
+
+    path = _write(tmp_path / "no_energy.extxyz", molecule("CH4"))
+    err = _one_line_error(["evaluate", untrained_run, "--data", path], capsys)
+    assert f"error: {path} has no 'energy' labels to compare the model's predictions with" in err
+
+
+def test_evaluate_refuses_elements_the_model_was_not_trained_on(untrained_run, tmp_path, capsys):
+    """As md and relax do: F lies inside the model's embedding (Z <= 10) but not among its training elements."""
+    from ase.build import molecule
+
+    path = _write(tmp_path / "hf.extxyz", molecule("HF"), energy=-1.0)
+    err = _one_line_error(["evaluate", untrained_run, "--data", path], capsys)
+    assert f"error: {path} contains F, which this model was not trained on (it knows H, C, N, O)" in err
+    known = _write(tmp_path / "ch4.extxyz", molecule("CH4"), energy=-1.0)
+    assert main(["evaluate", str(untrained_run), "--data", str(known)]) == 0
+    assert capsys.readouterr().out.startswith("U0 on all (1 structures)")
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["md", "STRUCTURE"], ["relax", "STRUCTURE"]])
+def test_a_runs_config_yaml_given_as_checkpoint_names_the_run_folder(command, untrained_run, tmp_path, capsys):
+    from ase.build import molecule
+
+    structure = _write(tmp_path / "ch4.xyz", molecule("CH4"))
+    argv = [structure if arg == "STRUCTURE" else arg for arg in command] + [untrained_run / "config.yaml"]
+    err = _one_line_error(argv, capsys)
+    assert (f"{untrained_run}/config.yaml is a training recipe, not a checkpoint; pass the run folder "
+            f"{untrained_run} (its best.pt) or {untrained_run}/best.pt") in err
