@@ -13,7 +13,7 @@ from torch_geometric.loader import DataLoader
 from geognn.data import ASEDataset, keys
 from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from geognn.training.config import ConfigError, DataSection, TrainConfig, from_dict, load_config
-from geognn.training.data import Target, describe, load_splits
+from geognn.training.data import DATASETS, Target, describe, load_splits
 from geognn.training.loss import ErrorStats, Loss, prediction_errors
 
 SPLITS = ("train", "val", "test")
@@ -83,7 +83,7 @@ def _dataset_for(checkpoint: dict, data, split: str, dtype: torch.dtype):
         section = data
     elif Path(data).suffix in (".yaml", ".yml"):
         section = load_config(data).data
-    elif str(data) in ("qm9", "qm9_xtb", "md17", "ase"):
+    elif str(data) in DATASETS:
         section = replace(trained.data, dataset=str(data)) if str(data) != trained.data.dataset else trained.data
     if section is None:
         path = Path(data)
@@ -107,7 +107,7 @@ def _data_name(data) -> str:
         return describe(data)
     if Path(data).suffix in (".yaml", ".yml"):
         return f"the data of {data}"
-    if str(data) in ("qm9", "qm9_xtb", "md17", "ase"):
+    if str(data) in DATASETS:
         return f"the {data} dataset"
     return str(data)
 
