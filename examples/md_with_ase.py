@@ -53,6 +53,16 @@ atoms.calc = calc
 thermalize_momenta(atoms, temperature_K=args.temperature, rng=np.random.default_rng(0))
 Stationary(atoms)  # no drift of the centre of mass
 ZeroRotation(atoms)
+# With translation and rotation removed a free molecule keeps 3N - 6 kinetic degrees of freedom
+# (ASE's get_temperature divides by 3N); rescale so that the run starts at exactly the asked T.
+degrees_of_freedom = 3 * len(atoms) - 6
+
+
+def temperature():
+    return 2 * atoms.get_kinetic_energy() / (degrees_of_freedom * units.kB)
+
+
+atoms.set_velocities(atoms.get_velocities() * np.sqrt(args.temperature / temperature()))
 if args.langevin is None:
     dynamics = VelocityVerlet(atoms, timestep=args.timestep * units.fs)
 else:
@@ -71,12 +81,13 @@ def report():
         spread = calc.results.get("max_forces_std")
         extra = f"  max force std {spread:.3f} eV/Å" if spread is not None else ""
         print(f"step {dynamics.nsteps:6d}  t {dynamics.nsteps * args.timestep:8.1f} fs  potential energy {epot:12.5f} eV  "
-              f"total {epot + ekin:12.5f} eV  T {atoms.get_temperature():6.1f} K{extra}")
+              f"total {epot + ekin:12.5f} eV  T {temperature():6.1f} K{extra}")
 
 
 dynamics.attach(report, interval=1)
 print(f"{atoms.get_chemical_formula()}, {len(atoms)} atoms, {args.steps} steps of {args.timestep} fs, "
-      f"{'NVE' if args.langevin is None else f'Langevin {args.langevin} K'}, {args.dtype}")
+      f"{'NVE' if args.langevin is None else f'Langevin {args.langevin} K'}, {args.dtype}, "
+      f"T = 2 E_kin / ({degrees_of_freedom} k_B)")
 dynamics.run(args.steps)
 trajectory.close()
 

@@ -6,9 +6,10 @@
     geognn plot RUN_DIR
     geognn compare RECIPE.yaml [--run-dir DIR] [--device cuda] [--set optim.max_epochs=5 ...] [--rerun-changed]
     geognn expressivity [--models painn nequip:l_max=2 ...] [--pairs 2-body 4-chain ...] [--output FILE.md]
-    geognn md STRUCTURE CHECKPOINT [CHECKPOINT ...] [--steps 2000 --timestep 0.5 --temperature 300 --langevin]
-    geognn relax STRUCTURE CHECKPOINT [CHECKPOINT ...] [--fmax 0.01 --optimizer fire --cell]
+    geognn md STRUCTURE CHECKPOINT [CHECKPOINT ...] [--steps 2000 --timestep 0.5 --temperature 300 --langevin] [--overwrite]
+    geognn relax STRUCTURE CHECKPOINT [CHECKPOINT ...] [--fmax 0.01 --optimizer fire --cell] [--overwrite]
 
+Every command takes ``--threads N`` (torch's CPU threads; 1 is often fastest on a shared machine).
 Multi-process training: ``torchrun --nproc_per_node 2 -m geognn train RECIPE.yaml``.
 """
 
