@@ -225,8 +225,9 @@ class Variant:
 
 
 def default_variants() -> list[Variant]:
-    """Every model in `MODELS` with its defaults, plus EGNN without coordinate updates and
-    NequIP at l_max 1, 2 and 3 (one-hot over the two elements the pairs use)."""
+    """Every model in `MODELS` with its defaults, plus EGNN without coordinate updates,
+    NequIP at l_max 1, 2 and 3 and MACE at correlation 1, 2 and 3 (one-hot over the two
+    elements the pairs use)."""
     variants = []
     for name in MODELS:
         if name == "egnn":
@@ -234,6 +235,9 @@ def default_variants() -> list[Variant]:
         elif name == "nequip":
             variants += [Variant(f"nequip l_max={l}", name, {"l_max": l, "atomic_numbers": (HYDROGEN, CARBON)})
                          for l in (1, 2, 3)]
+        elif name == "mace":
+            variants += [Variant(f"mace correlation={nu}", name, {"correlation": nu, "atomic_numbers": (HYDROGEN, CARBON)})
+                         for nu in (1, 2, 3)]
         else:
             variants.append(Variant(name, name))
     return variants

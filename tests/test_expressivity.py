@@ -384,3 +384,21 @@ def test_expressivity_command(tmp_path, capsys):
     assert out.read_text() in printed
     assert main(["expressivity", "--pairs", "7-body"]) == 1
     assert "unknown pair" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("correlation, separates, blind_to", [
+    (1, [], "2-body"),  # B = A^0e = Σ_j R(r_ij): distances only
+    (2, ["2-body"], "3-body"),  # A ⊗ A: pairs of neighbours, so (r_j, r_k, angle) triples, equal in the 3-body pair
+    (3, ["2-body", "3-body"], "4-body"),  # triples of neighbours; the 4-body pair's unsigned triples agree
+])
+def test_one_mace_layer_has_body_order_correlation_plus_one(correlation, separates, blind_to):
+    """One MACE layer on a star: the centre's energy is a polynomial of degree ``correlation`` in its
+    neighbour density A (the atomic cluster expansion), a (correlation + 1)-body function; the
+    neighbours see the centre alone. So one layer of correlation ν separates what (ν+1)-body
+    invariants separate and no more (Batatia et al. 2022; the geometric-gnn-dojo reports the same)."""
+    pairs = {"2-body": ex.two_body_pair(), "3-body": ex.three_body_pair(), "4-body": ex.four_body_pair()}
+    options = {"correlation": correlation, "atomic_numbers": (1, 6)}
+    for name in separates:
+        assert separated("mace", pairs[name], 1, **options), name
+    assert not separated("mace", pairs[blind_to], 1, **options)
+    assert not separated("mace", ex.chiral_pair(), 2, **options)  # O(3)-invariant: mirror images alike

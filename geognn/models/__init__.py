@@ -12,6 +12,7 @@ from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint, sav
 from geognn.models.dimenet import DimeNet, DimeNetConfig, DimeNetPP, DimeNetPPConfig
 from geognn.models.egnn import EGNN, EGNNConfig
 from geognn.models.gps import GPS, GPSConfig
+from geognn.models.mace import MACE, MACEConfig
 from geognn.models.mpnn import MPNN, MPNNConfig
 from geognn.models.nequip import NequIP, NequIPConfig
 from geognn.models.painn import PaiNN, PaiNNConfig
@@ -19,7 +20,7 @@ from geognn.models.schnet import SchNet, SchNetConfig
 from geognn.nn.mlp import lookup
 
 MODELS: dict[str, type[EnergyModel]] = {"egnn": EGNN, "dimenet": DimeNet, "dimenet++": DimeNetPP, "nequip": NequIP,
-                                     "schnet": SchNet, "painn": PaiNN,
+                                     "schnet": SchNet, "painn": PaiNN, "mace": MACE,
                                      "gcn": GCN, "sage": GraphSAGE, "gat": GAT, "gin": GIN, "mpnn": MPNN, "gps": GPS}
 
 
@@ -33,7 +34,7 @@ def build_model(name: str, **kwargs) -> EnergyModel:
 
 
 __all__ = ["MODELS", "build_model", "EnergyModel", "EnergyModelConfig", "AtomGraph", "EGNN", "EGNNConfig",
-           "DimeNet", "DimeNetConfig", "DimeNetPP", "DimeNetPPConfig", "NequIP", "NequIPConfig",
+           "DimeNet", "DimeNetConfig", "DimeNetPP", "DimeNetPPConfig", "NequIP", "NequIPConfig", "MACE", "MACEConfig",
            "SchNet", "SchNetConfig", "PaiNN", "PaiNNConfig", "BondGraphModel", "BondGraphConfig",
            "GCN", "GraphSAGE", "GAT", "GATConfig", "GIN", "MPNN", "MPNNConfig", "GPS", "GPSConfig",
            "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, NamedTuple, Optional
+from typing import Any, ClassVar, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 from ase.data import chemical_symbols
@@ -76,6 +76,26 @@ def check_positive(config, *names: str) -> None:
         value = getattr(config, name)
         if not value > 0:
             raise ValueError(f"{type(config).__name__}.{name} = {value!r} is out of range: it must be > 0")
+
+
+def element_index(atomic_numbers: Optional[Sequence[int]], max_atomic_number: int) -> tuple[Tensor, int]:
+    """A model's element table: ([max_atomic_number + 1] atomic number -> its row among the model's
+    elements, -1 for the others; the number of elements). ``None`` takes every number 0..max_atomic_number."""
+    known = list(range(max_atomic_number + 1)) if atomic_numbers is None else list(atomic_numbers)
+    if len(set(known)) != len(known) or min(known) < 0 or max(known) > max_atomic_number:
+        raise ValueError(f"atomic_numbers must be distinct elements 1..{max_atomic_number}, got {known}")
+    index = torch.full((max_atomic_number + 1,), -1, dtype=torch.long)
+    index[torch.tensor(known)] = torch.arange(len(known))
+    return index, len(known)
+
+
+def species_of(index: Tensor, z: Tensor, atomic_numbers: Optional[Sequence[int]]) -> Tensor:
+    """Rows of the element table (`element_index`) for atomic numbers ``z``; unknown elements raise."""
+    species = index[z]
+    if bool((species < 0).any()):
+        unknown = sorted(set(z[species < 0].tolist()))
+        raise ValueError(f"elements {unknown} are not among this model's atomic_numbers {atomic_numbers}")
+    return species
 
 
 class AtomGraph(NamedTuple):

@@ -18,7 +18,8 @@ from e3nn import o3
 from torch import Tensor
 
 from geognn.data import keys
-from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive
+from geognn.models.base import (AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive, element_index,
+                                species_of)
 from geognn.nn import EquivariantGate, SphericalEdgeEmbedding, TensorProductConv
 
 
@@ -83,15 +84,10 @@ class NequIP(EnergyModel):
 
     def __init__(self, config: NequIPConfig):
         super().__init__(config)
-        known = list(range(config.max_atomic_number + 1)) if config.atomic_numbers is None else list(config.atomic_numbers)
-        if len(set(known)) != len(known) or min(known) < 0 or max(known) > config.max_atomic_number:
-            raise ValueError(f"atomic_numbers must be distinct elements 1..{config.max_atomic_number}, got {known}")
-        species = torch.full((config.max_atomic_number + 1,), -1, dtype=torch.long)
-        species[torch.tensor(known)] = torch.arange(len(known))
+        species, self._num_species = element_index(config.atomic_numbers, config.max_atomic_number)
         self.register_buffer("species_index", species)  # atomic number -> one-hot position, -1 unknown
-        self._num_species = len(known)
         scalars = o3.Irreps(f"{config.num_features}x0e")
-        self.embedding = o3.Linear(o3.Irreps(f"{len(known)}x0e"), scalars)
+        self.embedding = o3.Linear(o3.Irreps(f"{self._num_species}x0e"), scalars)
         if config.node_attr not in ("embedding", "one_hot"):
             raise ValueError(f"unknown node_attr {config.node_attr!r}; choose 'embedding' or 'one_hot'")
         self.irreps_node_attr = scalars if config.node_attr == "embedding" else self.embedding.irreps_in
@@ -122,10 +118,7 @@ class NequIP(EnergyModel):
             linear.weight.data.normal_()
 
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
-        species = self.species_index[z]
-        if bool((species < 0).any()):
-            unknown = sorted(set(z[species < 0].tolist()))
-            raise ValueError(f"elements {unknown} are not among this model's atomic_numbers {self.config.atomic_numbers}")
+        species = species_of(self.species_index, z, self.config.atomic_numbers)
         one_hot = torch.nn.functional.one_hot(species, self._num_species).to(pos.dtype)  # [N, S]
         x = self.embedding(one_hot)  # [N, F] scalars
         node_attr = x if self.config.node_attr == "embedding" else one_hot

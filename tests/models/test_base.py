@@ -213,6 +213,7 @@ SIZE_OPTIONS = {  # every model's sizes and counts, none of which may be 0 or ne
     "dimenet++": ("hidden_channels", "num_blocks", "num_radial", "num_spherical", "int_emb_size",
                   "basis_emb_size", "out_emb_channels"),
     "nequip": ("num_features", "num_layers", "num_radial", "envelope_exponent"),
+    "mace": ("num_interactions", "num_bessel", "num_polynomial_cutoff"),
     "schnet": ("hidden_channels", "num_filters", "num_interactions", "num_gaussians"),
     "painn": ("hidden_channels", "num_layers", "num_radial"),
     "gcn": _BOND_SIZES, "sage": _BOND_SIZES, "gin": _BOND_SIZES,
