@@ -43,7 +43,7 @@ def energy_by_hand(pos):
         a, sc = interaction(x, one_hot, edge_index, edge_sh, edge_radial)  # A_i [N, 8x0e+8x1o+8x2e], skip term
         x = product(a, species, sc)  # B_i contracted up to degree 3, linear, plus skip
         features.append(x)
-        per_atom = per_atom + readout(x).squeeze(-1)
+        per_atom = per_atom + readout(x)  # [N]
     per_atom = per_atom * model.energy_scale + model.energy_shift + model.atomic_reference[data.z]
     return per_atom.sum(), features
 

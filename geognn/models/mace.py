@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
 import torch
-from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import Tensor, nn
 
@@ -30,7 +29,7 @@ from geognn.data import keys
 from geognn.models.base import (AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive,
                                 element_index, species_of)
 from geognn.nn import SphericalEdgeEmbedding
-from geognn.nn.mace import MACEInteraction, MACEProductBlock, coupling_paths
+from geognn.nn.mace import MACEInteraction, MACEProductBlock, MACEReadout, coupling_paths
 
 
 def _irreps_option(config, name: str) -> o3.Irreps:
@@ -129,21 +128,13 @@ class MACE(EnergyModel):
                 irreps, a_irreps, sh, self._num_elements, out, num_radial=config.num_bessel,
                 radial_mlp=tuple(config.radial_MLP), avg_num_neighbors=config.avg_num_neighbors))
             self.products.append(MACEProductBlock(a_irreps, out, correlation, self._num_elements))
-            if last and config.num_interactions > 1:
-                mlp = o3.Irreps(config.MLP_irreps)
-                self.readouts.append(nn.Sequential(o3.Linear(out, mlp),
-                                                   e3nn_nn.Activation(mlp, [torch.nn.functional.silu]),
-                                                   o3.Linear(mlp, o3.Irreps("0e"))))
-            else:
-                self.readouts.append(o3.Linear(out, o3.Irreps("0e")))
+            self.readouts.append(MACEReadout(out, config.MLP_irreps if last and config.num_interactions > 1 else None))
             irreps = out
 
     def reset_parameters(self) -> None:
-        for module in (*self.interactions, *self.products):
+        for module in (*self.interactions, *self.products, *self.readouts):
             module.reset_parameters()
-        for module in self.modules():
-            if isinstance(module, o3.Linear):
-                module.weight.data.normal_()
+        self.embedding.weight.data.normal_()
 
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
         species = species_of(self.species_index, z, self.config.atomic_numbers)
@@ -154,7 +145,7 @@ class MACE(EnergyModel):
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
             a, sc = interaction(x, one_hot, graph.edge_index, edge_sh, edge_radial)
             x = product(a, species, sc)
-            energy = energy + readout(x).squeeze(-1)
+            energy = energy + readout(x)
         return {keys.NODE_ENERGY: energy}
 
     @classmethod
@@ -271,11 +262,9 @@ def convert_mace_state(model: MACE, mace_state: Mapping[str, Tensor]) -> dict[st
                     * signs.view(1, -1, 1))
         put(f"products.{i}.linear.weight", take(f"products.{i}.linear.weight"))
     for i, readout in enumerate(model.readouts):
-        if isinstance(readout, nn.Sequential):
-            put(f"readouts.{i}.0.weight", take(f"readouts.{i}.linear_1.weight"))
-            put(f"readouts.{i}.2.weight", take(f"readouts.{i}.linear_2.weight"))
-        else:
-            put(f"readouts.{i}.weight", take(f"readouts.{i}.linear.weight"))
+        names = ("linear",) if hasattr(readout, "linear") else ("linear_1", "linear_2")
+        for name in names:
+            put(f"readouts.{i}.{name}.weight", take(f"readouts.{i}.{name}.weight"))
     put("energy_scale", take("scale_shift.scale").reshape(()))
     put("energy_shift", take("scale_shift.shift").reshape(()))
     e0 = take("atomic_energies_fn.atomic_energies").reshape(-1)

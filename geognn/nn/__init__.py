@@ -12,7 +12,7 @@ from geognn.nn.dimenet import (
 from geognn.nn.egnn import EGNNLayer
 from geognn.nn.gate import EquivariantGate
 from geognn.nn.irreps import join_scalars_vectors, split_scalars_vectors, wigner_d
-from geognn.nn.mace import MACEInteraction, MACEProductBlock, SymmetricContraction, coupling_paths
+from geognn.nn.mace import MACEInteraction, MACEProductBlock, MACEReadout, SymmetricContraction, coupling_paths
 from geognn.nn.message_passing import ScalarVectorMessagePassing
 from geognn.nn.mlp import ACTIVATIONS, MLP
 from geognn.nn.radial import (
@@ -41,6 +41,7 @@ __all__ = [
     "SymmetricContraction",
     "MACEInteraction",
     "MACEProductBlock",
+    "MACEReadout",
     "coupling_paths",
     "species_one_hot",
     "join_scalars_vectors",

@@ -35,11 +35,13 @@ from typing import Optional
 
 import torch
 from e3nn import o3
+from e3nn import nn as e3nn_nn
 from torch import Tensor, nn
 
 from geognn.nn.tensor_product import TensorProductConv
 
-__all__ = ["MACEInteraction", "MACEProductBlock", "SymmetricContraction", "coupling_paths", "symmetric_monomials"]
+__all__ = ["MACEInteraction", "MACEProductBlock", "MACEReadout", "SymmetricContraction", "coupling_paths",
+           "symmetric_monomials"]
 
 
 def _natural(ir: o3.Irrep) -> bool:
@@ -157,7 +159,15 @@ class SymmetricContraction(nn.Module):
 
     with a_c channel c of x (its D components) and U^ν_{L,p} the coupling
     paths of `coupling_paths`. ``weights[k][ν - 1]`` is a [num_elements,
-    paths, c] parameter for output irrep k at degree ν.
+    paths, c] parameter for output irrep k at degree ν (mace-torch's layout).
+
+    Evaluation (Horner's scheme on sorted monomials): every monomial
+    a_i1 ... a_iν (i1 <= ... <= iν) is its last factor a_iν times a monomial of
+    degree ν - 1, so the output is Σ_k a_k Z_k with Z_k = Σ_f G[f, k] F_f, F
+    the monomials of degree 0..correlation-1 of a channel (153 for D = 16 and
+    correlation 3) and G the coefficients, weighted per element: one batched
+    matrix product per element present and channel, on tensors of size
+    [N, c, F], never [N, c, monomials of degree ν].
     """
 
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
@@ -178,31 +188,48 @@ class SymmetricContraction(nn.Module):
         self.correlation = correlation
         self.num_elements = num_elements
         self._coupling = o3.Irreps([(1, ir) for _, ir in self.irreps_in])
-        self._dim = self._coupling.dim
-        # Monomials of each degree: index of the prefix (degree below) and of the last factor.
-        self._degree_sizes = []
-        for degree in range(1, correlation + 1):
-            prefix, last, _ = symmetric_monomials(self._dim, degree)
-            self.register_buffer(f"prefix_{degree}", prefix, persistent=False)
-            self.register_buffer(f"last_{degree}", last, persistent=False)
-            self._degree_sizes.append(len(last))
+        dim = self._dim = self._coupling.dim
+        # Features: the monomials of degree 0 (the constant), 1, ..., correlation - 1.
+        sizes = [1] + [len(symmetric_monomials(dim, t)[1]) for t in range(1, correlation)]
+        feature_start = [sum(sizes[:t]) for t in range(correlation + 1)]
+        for t in range(2, correlation):
+            prefix, last, _ = symmetric_monomials(dim, t)
+            self.register_buffer(f"prefix_{t}", prefix, persistent=False)
+            self.register_buffer(f"last_{t}", last, persistent=False)
         # In: e3nn's [N, c*d_1 | c*d_2 | ...] -> [N, c, D] (channel-major).
         gather = torch.cat([(start + torch.arange(self.channels * ir.dim).reshape(self.channels, ir.dim))
                             for (_, ir), start in zip(self.irreps_in, [s.start for s in self.irreps_in.slices()])],
                            dim=1)
         self.register_buffer("gather_in", gather.flatten(), persistent=False)
+        # G's non-zero rows: (feature f, output component m, last factor l) -> coefficient of each path q.
+        self._out_dim = sum(ir.dim for _, ir in self.irreps_out)
+        rows, columns, values = [], [], []
         self.weights = nn.ModuleList()
-        self._masters = {}
-        self._outputs = []  # per output irrep: (basis buffer, monomial index buffer, ir dim)
-        for k, (_, ir) in enumerate(self.irreps_out):
-            basis, counts = _contraction_basis(str(self._coupling), str(ir), correlation)
-            used = basis.abs().amax(dim=(0, 2)) > 0  # monomials this irrep needs
-            self._masters[f"basis_{k}"] = basis[:, used]  # [d, monomials used, paths]
-            self.register_buffer(f"basis_{k}", basis[:, used].to(torch.get_default_dtype()), persistent=False)
-            self.register_buffer(f"monomials_{k}", used.nonzero().flatten(), persistent=False)
+        q0, m0 = 0, 0
+        for _, ir in self.irreps_out:
+            basis, counts = _contraction_basis(str(self._coupling), str(ir), correlation)  # [d, monomials, paths]
             self.weights.append(nn.ParameterList(
                 [nn.Parameter(torch.empty(num_elements, count, self.channels)) for count in counts]))
-            self._outputs.append((f"basis_{k}", f"monomials_{k}", ir.dim))
+            monomial_start = 0
+            for t in range(1, correlation + 1):
+                prefix, last, _ = symmetric_monomials(dim, t)
+                block = basis[:, monomial_start:monomial_start + len(last)]  # [d, monomials of degree t, paths]
+                m, n, q = block.nonzero(as_tuple=True)
+                feature = feature_start[t - 1] + prefix[n]
+                rows.append(((feature * self._out_dim + m0 + m) * dim + last[n]))
+                columns.append(q0 + q)
+                values.append(block[m, n, q])
+                monomial_start += len(last)
+            q0 += basis.shape[2]
+            m0 += ir.dim
+        rows, columns, values = torch.cat(rows), torch.cat(columns), torch.cat(values)
+        used, row_index = torch.unique(rows, return_inverse=True)
+        coefficients = torch.zeros(len(used), q0, dtype=torch.float64)
+        coefficients.index_put_((row_index, columns), values, accumulate=True)
+        self._num_features = feature_start[correlation]
+        self.register_buffer("g_rows", used, persistent=False)
+        self._masters = {"coefficients": coefficients}
+        self.register_buffer("coefficients", coefficients.to(torch.get_default_dtype()), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -220,33 +247,48 @@ class SymmetricContraction(nn.Module):
             setattr(self, name, master.to(device=buffer.device, dtype=buffer.dtype))
         return self
 
-    def monomials(self, x: Tensor) -> Tensor:
-        """x [N, irreps_in.dim] -> [N, c, all monomials of degrees 1..correlation] (each channel's a_i, a_i a_j, ...)."""
-        a = x.index_select(1, self.gather_in).reshape(x.shape[0], self.channels, self._dim)
-        degrees = [a]
-        for degree in range(2, self.correlation + 1):
-            below = degrees[-1].index_select(2, getattr(self, f"prefix_{degree}"))
-            degrees.append(below * a.index_select(2, getattr(self, f"last_{degree}")))
-        return torch.cat(degrees, dim=2)
+    def features(self, a: Tensor) -> Tensor:
+        """a [N, c, D] -> [N, c, F]: each channel's monomials of degree 0 (1), 1 (a_i), ..., correlation - 1."""
+        parts = [a.new_ones(a.shape[0], a.shape[1], 1)]
+        if self.correlation > 1:
+            parts.append(a)
+        below = a
+        for t in range(2, self.correlation):
+            below = below.index_select(2, getattr(self, f"prefix_{t}")) * a.index_select(2, getattr(self, f"last_{t}"))
+            parts.append(below)
+        return torch.cat(parts, dim=2)
+
+    def element_coefficients(self, element: int) -> Tensor:
+        """G for one element: [c, F, out_dim * D], the paths weighted by this element's weights."""
+        weight = torch.cat([w[element] for per_degree in self.weights for w in per_degree], dim=0)  # [paths, c]
+        dense = self.coefficients.new_zeros(self._num_features * self._out_dim * self._dim, self.channels)
+        dense = dense.index_copy(0, self.g_rows, self.coefficients @ weight)
+        return dense.reshape(self._num_features, self._out_dim * self._dim, self.channels).permute(2, 0, 1)
 
     def forward(self, x: Tensor, species: Tensor) -> Tensor:
         if x.shape[-1] != self.irreps_in.dim:
             raise ValueError(f"x has {x.shape[-1]} components, expected {self.irreps_in.dim} ({self.irreps_in})")
-        monomials = self.monomials(x)  # [N, c, M]
-        present = torch.unique(species)
-        outputs = []
-        for per_degree, (basis_name, monomial_name, d) in zip(self.weights, self._outputs):
-            weight = torch.cat(list(per_degree), dim=1)  # [elements, paths, c]
-            basis = getattr(self, basis_name)  # [d, M_k, paths]
-            features = monomials.index_select(2, getattr(self, monomial_name))  # [N, c, M_k]
-            out = features.new_zeros(x.shape[0], self.channels, d)
-            for element in present.tolist():
-                rows = (species == element).nonzero().flatten()
-                # T_z [c, M_k, d] = Σ_p U_p W_{z,p}: once per element, then one batched product over channels.
-                t = torch.einsum("dmp,pc->cmd", basis, weight[element])
-                out = out.index_copy(0, rows, torch.bmm(features[rows].transpose(0, 1), t).transpose(0, 1))
-            outputs.append(out.reshape(x.shape[0], -1))
-        return torch.cat(outputs, dim=1)
+        n = x.shape[0]
+        # Nodes sorted by element, so that each element's rows are one block (split, not gathered: the
+        # backward of a split is one concatenation, of a gather a zero-filled tensor per element).
+        order = torch.argsort(species, stable=True)
+        elements, counts = torch.unique_consecutive(species[order], return_counts=True)
+        a = x.index_select(0, order).index_select(1, self.gather_in).reshape(n, self.channels, self._dim)  # [N, c, D]
+        features = self.features(a).transpose(0, 1)  # [c, N, F]
+        a_t = a.transpose(0, 1).unsqueeze(2)  # [c, N, 1, D]
+        parts = []
+        for element, f, a_e in zip(elements.tolist(), torch.split(features, counts.tolist(), dim=1),
+                                   torch.split(a_t, counts.tolist(), dim=1)):
+            # Z [c, N_e, out_dim, D] = F G_e, then out = Σ_k a_k Z_k
+            z = torch.bmm(f, self.element_coefficients(element)).reshape(self.channels, -1, self._out_dim, self._dim)
+            parts.append((z * a_e).sum(-1))
+        out = torch.cat(parts, dim=1).transpose(0, 1)  # [N, c, out_dim], sorted by element
+        out = out.index_select(0, torch.argsort(order))
+        blocks, m0 = [], 0
+        for _, ir in self.irreps_out:  # [N, c, d] per irrep -> e3nn's [N, c*d]
+            blocks.append(out[:, :, m0:m0 + ir.dim].reshape(n, -1))
+            m0 += ir.dim
+        return torch.cat(blocks, dim=1)
 
     def extra_repr(self) -> str:
         return (f"irreps_in={self.irreps_in}, irreps_out={self.irreps_out}, correlation={self.correlation}, "
@@ -317,3 +359,30 @@ class MACEProductBlock(nn.Module):
     def forward(self, a: Tensor, species: Tensor, sc: Optional[Tensor] = None) -> Tensor:
         out = self.linear(self.contraction(a, species))
         return out if sc is None else out + sc
+
+
+class MACEReadout(nn.Module):
+    """A layer's energy readout: ``Linear(h_i) -> 0e``, or for MACE's last layer a small MLP
+    ``Linear -> silu (normalised to unit second moment, e3nn's Activation) -> Linear`` through
+    ``mlp_irreps`` hidden scalars. ``forward(h)`` [N, irreps_in.dim] -> [N] per-atom energies."""
+
+    def __init__(self, irreps_in, mlp_irreps=None):
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps_in)
+        if mlp_irreps is None:
+            self.linear = o3.Linear(self.irreps_in, o3.Irreps("0e"))
+        else:
+            mlp_irreps = o3.Irreps(mlp_irreps)
+            self.linear_1 = o3.Linear(self.irreps_in, mlp_irreps)
+            self.activation = e3nn_nn.Activation(mlp_irreps, [torch.nn.functional.silu])
+            self.linear_2 = o3.Linear(mlp_irreps, o3.Irreps("0e"))
+
+    def reset_parameters(self) -> None:
+        for module in self.children():
+            if isinstance(module, o3.Linear):
+                module.weight.data.normal_()
+
+    def forward(self, h: Tensor) -> Tensor:
+        if hasattr(self, "linear"):
+            return self.linear(h).squeeze(-1)
+        return self.linear_2(self.activation(self.linear_1(h))).squeeze(-1)
