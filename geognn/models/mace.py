@@ -168,7 +168,13 @@ class MACE(EnergyModel):
         path through such a symbol change sign (interaction, skip connection,
         product basis); the radial MLP's e3nn normalisation (weights divided by
         √fan-in, silu times its second-moment constant) is folded into plain
-        linear layers. Everything else is copied.
+        linear layers; mace-torch sorts the paths of its interaction's tensor
+        product by output block, geognn keeps them in the order they are made,
+        so the radial MLP's output columns are reordered. Everything else is
+        copied. (mace-torch's edge vectors point from sender to receiver,
+        geognn's the other way, so inside the model the odd-l features of
+        the two have opposite signs; every scalar, and so the energy, forces
+        and stress, agree.)
         """
         config = MACEConfig(
             cutoff=float(hyperparameters["r_max"]), hidden_irreps=str(o3.Irreps(hyperparameters["hidden_irreps"])),

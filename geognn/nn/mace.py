@@ -20,10 +20,12 @@ degree-ν features are the coupling paths U^ν_p ⋅ a^⊗ν, where U^ν_p chain
 output irrep. Because a ⊗ a ⊗ a is symmetric, U^ν_p ⋅ a^⊗ν only needs the
 ν-th degree monomials a_i a_j a_k, i <= j <= k (816 of them for D = 16, not
 4,096); each path's coefficients are summed over the orderings of each
-monomial once, at construction. A forward pass then computes the monomials of
-every node and channel and, per element present in the batch, contracts them
-with ``T_z = Σ_p U_p W_{z,p}``: a weighted sum over paths done once per
-element, not once per atom.
+monomial once, at construction. A forward pass evaluates the polynomial by
+Horner's scheme: each monomial is its last (largest-index) factor a_k times a
+monomial of degree ν - 1, so the output is Σ_k a_k Z_k with Z = F G_z, F the
+channel's monomials of degree 0..correlation-1 (153 for D = 16 and
+correlation 3) and G_z = Σ_p U_p W_{z,p} the coefficients weighted for element
+z, formed once per element present, not once per atom.
 """
 
 from __future__ import annotations

@@ -206,3 +206,27 @@ def test_from_mace_refuses_unknown_weights(reference):
     with pytest.raises(ValueError, match="are the hyperparameters those of the mace-torch model"):
         MACE.from_mace(entry["state_dict"], wrong)
 
+
+
+def test_mace_checkpoint_drives_the_ase_calculator(tmp_path):
+    """A MACE checkpoint (tuple and irreps-string options) loads, and the calculator's energy, forces and
+    stress on a periodic cell are the model's; stress equals a finite difference of the energy in strain."""
+    from ase.build import bulk
+
+    from geognn.calculator import GeoGNNCalculator
+    from geognn.models import save_checkpoint
+    from geognn.models.checkpoint import FORMAT_VERSION
+
+    torch.manual_seed(3)
+    model = build_model("mace", **{**SMALL, "correlation": (3, 2), "atomic_numbers": (11, 17)}).double()
+    checkpoint = {"format_version": FORMAT_VERSION, "model_name": "mace", "model_config": vars(model.config).copy(),
+                  "state_dict": model.state_dict(), "normalization": {}, "train_config": {}, "metrics": {}}
+    path = save_checkpoint(checkpoint, tmp_path / "mace.pt")
+    atoms = bulk("NaCl", "rocksalt", a=5.64) * (2, 1, 1)
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = GeoGNNCalculator.from_checkpoint(path, dtype="float64")
+    out = model.eval()(atoms_to_data(atoms, dtype=torch.float64), compute_forces=True, compute_stress=True)
+    assert abs(atoms.get_potential_energy() - float(out[keys.ENERGY])) < 1e-10
+    assert abs(atoms.get_forces() - out[keys.FORCES].detach().numpy()).max() < 1e-10
+    numerical = atoms.calc.calculate_numerical_stress(atoms, d=1e-5, voigt=True)
+    assert abs(atoms.get_stress() - numerical).max() < 1e-7
