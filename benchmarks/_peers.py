@@ -223,18 +223,24 @@ def run_peer_benchmark(doc: str, script: str, peer: str, setup, modes, same_weig
     report(result, args, peer, peer_label=peer if peer != "pyg" else "PyG", modes=modes)
 
 
-def parse_arguments(doc: str, peer: str) -> argparse.Namespace:
-    """The options every peer benchmark takes (``--memory-child`` is internal: one model's peak in a fresh process)."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
+def add_common_arguments(parser: argparse.ArgumentParser, rounds: int = 10, warmup: int = 2,
+                         memory_repeats: int = 3) -> None:
+    """Batch, timing rounds, molecules and output options, shared by the peer benchmarks."""
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--memory-repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--memory-repeats", type=int, default=memory_repeats)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--qm9-root", default="data/qm9")
     parser.add_argument("--molecules", help="read the molecules from this file (written by --save-molecules)")
     parser.add_argument("--save-molecules", help="write the drawn molecules here")
     parser.add_argument("--json", help="also write the results here")
+
+
+def parse_arguments(doc: str, peer: str) -> argparse.Namespace:
+    """The options every peer benchmark takes (``--memory-child`` is internal: one model's peak in a fresh process)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    add_common_arguments(parser)
     parser.add_argument("--memory-child", choices=[peer, "geognn"], help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import allocator_settings, hardware, peak_train_step_bytes, qm9_batch, random_targets  # noqa: E402
+from _peers import (add_common_arguments, allocator_settings, hardware, peak_train_step_bytes, qm9_batch,  # noqa: E402
+                    random_targets)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIES = [1, 6, 7, 8, 9]
@@ -197,8 +198,9 @@ def measure_size(args, size: str, batch, folder: Path) -> dict:
     try:
         ours64, saved = geognn_model(exchange, torch.float64)
         out = ours64(_as_dtype(batch, torch.float64), compute_forces=True)
-        agreement = {"energy": float((out["energy"] - saved["energy"]).abs().max() / saved["energy"].abs().max()),
-                     "forces": float((out["forces"] - saved["forces"]).abs().max() / saved["forces"].abs().max())}
+        energy, forces = out["energy"].detach(), out["forces"].detach()
+        agreement = {"energy": float((energy - saved["energy"]).abs().max() / saved["energy"].abs().max()),
+                     "forces": float((forces - saved["forces"]).abs().max() / saved["forces"].abs().max())}
         if max(agreement.values()) > 1e-10:
             raise SystemExit(f"{size}: geognn and mace-torch disagree in float64 ({agreement}); not timing")
         ours = GeognnRunner(ours64.float(), batch, random_targets(batch, torch.device("cpu")))
@@ -241,15 +243,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["small"], choices=list(SIZES))
     parser.add_argument("--mace-python", default=str(ROOT / ".venv-mace" / "bin" / "python"))
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--memory-repeats", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--qm9-root", default="data/qm9")
-    parser.add_argument("--molecules", help="read the molecules from this file (written by --save-molecules)")
-    parser.add_argument("--save-molecules", help="write the drawn molecules here")
-    parser.add_argument("--json", help="also write the results here")
+    add_common_arguments(parser, rounds=5, warmup=1, memory_repeats=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)

@@ -265,7 +265,7 @@ class SymmetricContraction(nn.Module):
         weight = torch.cat([w[element] for per_degree in self.weights for w in per_degree], dim=0)  # [paths, c]
         dense = self.coefficients.new_zeros(self._num_features * self._out_dim * self._dim, self.channels)
         dense = dense.index_copy(0, self.g_rows, self.coefficients @ weight)
-        return dense.reshape(self._num_features, self._out_dim * self._dim, self.channels).permute(2, 0, 1)
+        return dense.reshape(self._num_features, self._out_dim * self._dim, self.channels).permute(2, 0, 1).contiguous()
 
     def forward(self, x: Tensor, species: Tensor) -> Tensor:
         if x.shape[-1] != self.irreps_in.dim:
