@@ -29,7 +29,7 @@ from geognn.data import keys
 from geognn.models.base import (AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive,
                                 element_index, species_of)
 from geognn.nn import SphericalEdgeEmbedding
-from geognn.nn.mace import MACEInteraction, MACEProductBlock, MACEReadout, coupling_paths
+from geognn.nn.mace import MACEInteraction, MACEProductBlock, MACEReadout
 
 
 def _irreps_option(config, name: str) -> o3.Irreps:
@@ -242,28 +242,27 @@ def convert_mace_state(model: MACE, mace_state: Mapping[str, Tensor]) -> dict[st
     put("edge_embedding.bessel.frequencies",
         take("radial_embedding.bessel_fn.bessel_weights") * model.config.cutoff)
     for i, (interaction, product) in enumerate(zip(model.interactions, model.products)):
-        mine, theirs = f"interactions.{i}.", f"interactions.{i}."
+        block = f"interactions.{i}."  # the same prefix in both models
         conv = interaction.conv
-        put(mine + "conv.linear_1.weight", take(theirs + "linear_up.weight"))
-        put(mine + "conv.linear_2.weight", take(theirs + "linear.weight"))
+        put(block + "conv.linear_1.weight", take(block + "linear_up.weight"))
+        put(block + "conv.linear_2.weight", take(block + "linear.weight"))
         linears = [k for k, layer in enumerate(conv.radial) if isinstance(layer, nn.Linear)]
         for n, k in enumerate(linears):
-            weight = take(theirs + f"conv_tp_weights.layer{n}.weight")  # [fan_in, fan_out], used as x @ w / √fan_in
+            weight = take(block + f"conv_tp_weights.layer{n}.weight")  # [fan_in, fan_out], used as x @ w / √fan_in
             weight = weight / math.sqrt(weight.shape[0]) * (gain if n > 0 else 1.0)
             if n == len(linears) - 1:  # one column block per path: mace-torch's order, then its 3j signs
                 reference = conv.tp.reference(torch.float64)
                 weight = weight[:, _mace_path_order(reference)] * _path_signs(reference).unsqueeze(0)
-            put(mine + f"conv.radial.{k}.weight", weight.T)
-        put(mine + "skip.weight", take(theirs + "skip_tp.weight") * _path_signs(interaction.skip))
+            put(block + f"conv.radial.{k}.weight", weight.T)
+        put(block + "skip.weight", take(block + "skip_tp.weight") * _path_signs(interaction.skip))
         contraction = product.contraction
         prefix = f"products.{i}.symmetric_contractions.contractions."
-        for k, ((_, ir), per_degree) in enumerate(zip(contraction.irreps_out, contraction.weights)):
-            for degree, weight in enumerate(per_degree, start=1):
+        for k, per_degree in enumerate(contraction.path_triples):
+            for degree, paths in enumerate(per_degree, start=1):
                 name = ("weights_max" if degree == contraction.correlation
                         else f"weights.{contraction.correlation - 1 - degree}")
-                signs = torch.tensor([math.prod(e3nn_044_sign(*t) for t in triples) for _, triples in coupling_paths(
-                    contraction._coupling, ir, degree, natural_only=contraction.correlation == 4 and degree == 4,
-                    with_triples=True)], dtype=torch.float64)
+                signs = torch.tensor([math.prod(e3nn_044_sign(*t) for t in triples) for triples in paths],
+                                     dtype=torch.float64)
                 put(f"products.{i}.contraction.weights.{k}.{degree - 1}", take(prefix + f"{k}.{name}")
                     * signs.view(1, -1, 1))
         put(f"products.{i}.linear.weight", take(f"products.{i}.linear.weight"))

@@ -40,6 +40,7 @@ from e3nn import o3
 from e3nn import nn as e3nn_nn
 from torch import Tensor, nn
 
+from geognn.nn.mlp import Float64Constants
 from geognn.nn.tensor_product import TensorProductConv
 
 __all__ = ["MACEInteraction", "MACEProductBlock", "MACEReadout", "SymmetricContraction", "coupling_paths",
@@ -118,32 +119,27 @@ def symmetric_monomials(dim: int, degree: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 @functools.lru_cache(maxsize=32)
-def _contraction_basis(irreps_in: str, ir_out: str, correlation: int) -> tuple[Tensor, tuple[int, ...]]:
-    """[ir_out.dim, monomials of degrees 1..correlation, paths of degrees 1..correlation] and each degree's path count.
+def _contraction_basis(irreps_in: str, ir_out: str, correlation: int) -> tuple[tuple[Tensor, tuple], ...]:
+    """Per degree 1..correlation: (the paths' coefficients [ir_out.dim, monomials of that degree, paths],
+    each path's (L, l_left, l_right) triples).
 
     Computed once per irreps signature (the generalised Clebsch-Gordan
     coefficients are the slow part) and shared by every layer that needs it.
     """
     dim = o3.Irreps(irreps_in).dim
-    blocks, counts = [], []
+    degrees = []
     for degree in range(1, correlation + 1):
-        paths = coupling_paths(irreps_in, ir_out, degree, natural_only=correlation == 4 and degree == 4)
-        _, _, of_tuple = symmetric_monomials(dim, degree)
-        num_monomials = int(of_tuple.max()) + 1
-        block = torch.zeros(o3.Irrep(ir_out).dim, num_monomials, len(paths), dtype=torch.float64)
-        for p, tensor in enumerate(paths):
+        paths = coupling_paths(irreps_in, ir_out, degree, natural_only=correlation == 4 and degree == 4,
+                               with_triples=True)
+        _, last, of_tuple = symmetric_monomials(dim, degree)
+        block = torch.zeros(o3.Irrep(ir_out).dim, len(last), len(paths), dtype=torch.float64)
+        for p, (tensor, _) in enumerate(paths):
             block[:, :, p].index_add_(1, of_tuple, tensor.reshape(tensor.shape[0], -1))
-        blocks.append(block)
-        counts.append(len(paths))
-    basis = torch.zeros(o3.Irrep(ir_out).dim, sum(b.shape[1] for b in blocks), sum(counts), dtype=torch.float64)
-    row = column = 0
-    for block in blocks:
-        basis[:, row:row + block.shape[1], column:column + block.shape[2]] = block
-        row, column = row + block.shape[1], column + block.shape[2]
-    return basis, tuple(counts)
+        degrees.append((block, tuple(triples for _, triples in paths)))
+    return tuple(degrees)
 
 
-class SymmetricContraction(nn.Module):
+class SymmetricContraction(Float64Constants, nn.Module):
     """MACE's product basis: channel-wise polynomials of degree 1..``correlation``, weighted per element.
 
     Args:
@@ -161,7 +157,9 @@ class SymmetricContraction(nn.Module):
 
     with a_c channel c of x (its D components) and U^ν_{L,p} the coupling
     paths of `coupling_paths`. ``weights[k][ν - 1]`` is a [num_elements,
-    paths, c] parameter for output irrep k at degree ν (mace-torch's layout).
+    paths, c] parameter for output irrep k at degree ν (mace-torch's layout);
+    ``path_triples[k][ν - 1]`` lists each of its paths' (L, l_left, l_right)
+    Wigner 3j symbols.
 
     Evaluation (Horner's scheme on sorted monomials): every monomial
     a_i1 ... a_iν (i1 <= ... <= iν) is its last factor a_iν times a monomial of
@@ -207,22 +205,21 @@ class SymmetricContraction(nn.Module):
         self._out_dim = sum(ir.dim for _, ir in self.irreps_out)
         rows, columns, values = [], [], []
         self.weights = nn.ModuleList()
+        self.path_triples = []
         q0, m0 = 0, 0
         for _, ir in self.irreps_out:
-            basis, counts = _contraction_basis(str(self._coupling), str(ir), correlation)  # [d, monomials, paths]
+            degrees = _contraction_basis(str(self._coupling), str(ir), correlation)
             self.weights.append(nn.ParameterList(
-                [nn.Parameter(torch.empty(num_elements, count, self.channels)) for count in counts]))
-            monomial_start = 0
-            for t in range(1, correlation + 1):
+                [nn.Parameter(torch.empty(num_elements, block.shape[2], self.channels)) for block, _ in degrees]))
+            self.path_triples.append([triples for _, triples in degrees])
+            for t, (block, _) in enumerate(degrees, start=1):  # block [d, monomials of degree t, paths]
                 prefix, last, _ = symmetric_monomials(dim, t)
-                block = basis[:, monomial_start:monomial_start + len(last)]  # [d, monomials of degree t, paths]
                 m, n, q = block.nonzero(as_tuple=True)
                 feature = feature_start[t - 1] + prefix[n]
                 rows.append(((feature * self._out_dim + m0 + m) * dim + last[n]))
                 columns.append(q0 + q)
                 values.append(block[m, n, q])
-                monomial_start += len(last)
-            q0 += basis.shape[2]
+                q0 += block.shape[2]
             m0 += ir.dim
         rows, columns, values = torch.cat(rows), torch.cat(columns), torch.cat(values)
         used, row_index = torch.unique(rows, return_inverse=True)
@@ -230,8 +227,7 @@ class SymmetricContraction(nn.Module):
         coefficients.index_put_((row_index, columns), values, accumulate=True)
         self._num_features = feature_start[correlation]
         self.register_buffer("g_rows", used, persistent=False)
-        self._masters = {"coefficients": coefficients}
-        self.register_buffer("coefficients", coefficients.to(torch.get_default_dtype()), persistent=False)
+        self.register_constant("coefficients", coefficients)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -240,14 +236,6 @@ class SymmetricContraction(nn.Module):
             for weight in per_degree:
                 with torch.no_grad():
                     weight.normal_().div_(max(weight.shape[1], 1))
-
-    def _apply(self, fn, recurse=True):
-        # float32 -> float64 would keep float32's rounding of the coefficients: re-make them from the masters.
-        super()._apply(fn, recurse)
-        for name, master in self._masters.items():
-            buffer = getattr(self, name)
-            setattr(self, name, master.to(device=buffer.device, dtype=buffer.dtype))
-        return self
 
     def features(self, a: Tensor) -> Tensor:
         """a [N, c, D] -> [N, c, F]: each channel's monomials of degree 0 (1), 1 (a_i), ..., correlation - 1."""

@@ -103,6 +103,26 @@ def second_moment_gain(activation: str, points: int = 80) -> float:
     return moment ** -0.5
 
 
+class Float64Constants:
+    """Mixin for a module whose constant float buffers are computed in float64 ("masters").
+
+    `register_constant` keeps the float64 value and registers a (non-persistent) buffer in
+    the default dtype; when the module's dtype changes the buffer is re-made from the master,
+    so that ``model.float().double()`` does not keep float32's rounding of the constants.
+    """
+
+    def register_constant(self, name: str, value: Tensor) -> None:
+        self.__dict__.setdefault("_masters", {})[name] = value
+        self.register_buffer(name, value.to(torch.get_default_dtype()), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for name, master in self.__dict__.get("_masters", {}).items():
+            buffer = getattr(self, name)
+            setattr(self, name, master.to(device=buffer.device, dtype=buffer.dtype))
+        return self
+
+
 def lookup(registry: dict, name: str, what: str):
     """``registry[name]``, or a ValueError listing the valid names."""
     try:

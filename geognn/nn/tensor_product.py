@@ -31,7 +31,7 @@ from e3nn import o3
 from torch import Tensor, nn
 
 from geognn.nn.message_passing import ScalarVectorMessagePassing
-from geognn.nn.mlp import MLP
+from geognn.nn.mlp import MLP, Float64Constants
 from geognn.nn.radial import BesselBasis, PolynomialEnvelope
 
 
@@ -91,7 +91,7 @@ def uvu_instructions(irreps_in, irreps_sh, irreps_out) -> tuple[o3.Irreps, list[
     return mid_sorted, instructions
 
 
-class ChannelwiseTensorProduct(nn.Module):
+class ChannelwiseTensorProduct(Float64Constants, nn.Module):
     """e3nn's "uvu" tensor product with per-sample weights, evaluated in a few large operations.
 
     Computes exactly what ``o3.TensorProduct(irreps_in1, irreps_in2, irreps_out,
@@ -138,7 +138,6 @@ class ChannelwiseTensorProduct(nn.Module):
         in2_start = [s.start for s in self.irreps_in2.slices()]
         self._split = [mul_ir.dim for mul_ir in self.irreps_in1]
         self._groups = []  # per input irrep: (kernel buffer, expand buffer, mul, d1, paths, columns)
-        self._masters = {}  # float64 constants; buffers are re-made from these when the dtype changes
         gather = torch.empty(self.irreps_out.dim, dtype=torch.long)  # e3nn output column <- flat parts column
         offset, weight_order = 0, []  # weight_order: e3nn's weight columns regrouped as [group][u][path]
         for g, (mul, ir) in enumerate(self.irreps_in1):
@@ -158,16 +157,15 @@ class ChannelwiseTensorProduct(nn.Module):
                 u, k = torch.meshgrid(torch.arange(mul), torch.arange(d3), indexing="ij")
                 gather[out_start[i_out] + (u * d3 + k).flatten()] = (offset + u * columns + column + k).flatten()
                 column += d3
-            self._masters[f"kernel_{g}"] = kernel.transpose(0, 1).reshape(self.irreps_in2.dim, ir.dim * columns)
-            self._masters[f"expand_{g}"] = expand
+            kernel = kernel.transpose(0, 1).reshape(self.irreps_in2.dim, ir.dim * columns)
+            self.register_constant(f"kernel_{g}", kernel)
+            self.register_constant(f"expand_{g}", expand)
             weight_order.append(weight_index.flatten())
             self._groups.append((f"kernel_{g}", f"expand_{g}", mul, ir.dim, len(paths), columns))
             offset += mul * columns
         self.register_buffer("gather", gather, persistent=False)
         self.register_buffer("weight_order", torch.cat(weight_order), persistent=False)
         self._weight_split = [len(order) for order in weight_order]
-        for name, master in self._masters.items():
-            self.register_buffer(name, master.to(torch.get_default_dtype()), persistent=False)
 
     def reference(self, dtype: Optional[torch.dtype] = None) -> o3.TensorProduct:
         """e3nn's own TensorProduct with these instructions, its constants in ``dtype``."""
@@ -178,15 +176,6 @@ class ChannelwiseTensorProduct(nn.Module):
                                     shared_weights=False, internal_weights=False)
         finally:
             torch.set_default_dtype(default)
-
-    def _apply(self, fn, recurse=True):
-        # Casting float32 constants to float64 would keep float32's error: re-make them from the masters.
-        super()._apply(fn, recurse)
-        for name, master in self._masters.items():
-            buffer = getattr(self, name)
-            if buffer.dtype.is_floating_point:
-                setattr(self, name, master.to(device=buffer.device, dtype=buffer.dtype))
-        return self
 
     def forward_parts(self, x1: Tensor, x2: Tensor, weight: Tensor) -> list[Tensor]:
         """x1 [Z, irreps_in1.dim], x2 [Z, irreps_in2.dim], weight [Z, weight_numel] -> per group [Z, mul, columns]."""

@@ -168,7 +168,7 @@ def changed_runs(config: CompareConfig) -> dict:
     for label in config.models:
         for seed in config.seeds:
             run_dir = config.run_dir(label, seed)
-            if not ((run_dir / "test_metrics.json").exists() or (run_dir / "last.pt").exists()):
+            if not _has_run(run_dir):
                 continue
             stored = run_dir / "config.yaml"
             if not stored.exists():
@@ -178,6 +178,11 @@ def changed_runs(config: CompareConfig) -> dict:
             if changes:
                 changed[(label, seed)] = changes
     return changed
+
+
+def _has_run(run_dir: Path) -> bool:
+    """Whether a run was made in ``run_dir``: finished (test metrics) or interrupted (a last checkpoint)."""
+    return (run_dir / "test_metrics.json").exists() or (run_dir / "last.pt").exists()
 
 
 def recipe_changes(stored: dict, current: TrainConfig) -> list[str]:
@@ -242,8 +247,7 @@ def _changed_message(config: CompareConfig, changed: dict) -> str:
         for change in changes:
             runs_of.setdefault(change, []).append(run)
     existing = [(label, seed) for label in config.models for seed in config.seeds
-                if (config.run_dir(label, seed) / "test_metrics.json").exists()
-                or (config.run_dir(label, seed) / "last.pt").exists()]
+                if _has_run(config.run_dir(label, seed))]
 
     def which(runs):
         if runs == existing and len(existing) > 1:
