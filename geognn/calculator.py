@@ -36,14 +36,13 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from geognn._checks import FLOAT_DTYPES, resolve_device
 from geognn._malloc import keep_freed_memory
 from geognn.data import atoms_to_data, keys
-from geognn.data.qm9 import ENERGY_TARGETS as QM9_ENERGY_TARGETS
 from geognn.models.base import EnergyModel
-from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from geognn.models.checkpoint import (ENERGY_TARGETS, checkpoint_normalization, load_energy_checkpoint,
+                                      model_from_checkpoint, warn_if_trained_without_forces)
 
 # Targets whose model is a potential-energy surface (eV, extensive), for checkpoints written
 # before the normalisation recorded ``potential_energy`` itself: the generic ``energy`` label
 # and QM9's energies, as `geognn.data.qm9` declares them.
-ENERGY_TARGETS = ("energy", *sorted(QM9_ENERGY_TARGETS))
 
 _DTYPES = {**FLOAT_DTYPES, **{dtype: dtype for dtype in FLOAT_DTYPES.values()}}  # names or torch dtypes
 
@@ -60,40 +59,6 @@ def _resolve_dtype(dtype, default: torch.dtype) -> torch.dtype:
 
 def _symbols(numbers: Iterable[int]) -> str:
     return ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in numbers)
-
-
-def _normalization(checkpoint: dict) -> dict:
-    return checkpoint["normalization"] or {}  # None in checkpoints saved by hand without training
-
-
-def _load_energy_checkpoint(path: PathLike) -> dict:
-    """A checkpoint whose model predicts an energy in eV; anything else raises ValueError."""
-    checkpoint = load_checkpoint(path, map_location="cpu")
-    normalization = _normalization(checkpoint)
-    target, unit = normalization.get("target", "energy"), normalization.get("unit", "eV")
-    potential = normalization.get("potential_energy")
-    if potential is None:  # checkpoints from before the flag
-        potential = target in ENERGY_TARGETS
-    if not potential or unit != "eV" or normalization.get("intensive", False):
-        raise ValueError(
-            f"{path} predicts {target!r} ({unit}{', intensive' if normalization.get('intensive') else ''}), "
-            f"not a potential energy; an ASE calculator needs a model trained on one of {list(ENERGY_TARGETS)}"
-        )
-    return checkpoint
-
-
-def _warn_if_trained_without_forces(checkpoint: dict, path: PathLike) -> None:
-    """Warn when `geognn train` fitted the checkpoint on energies alone (loss.forces_weight 0)."""
-    config = checkpoint.get("train_config") or {}
-    loss = config.get("loss") if isinstance(config, dict) else None
-    if isinstance(loss, dict) and not loss.get("forces_weight", 0):
-        warnings.warn(
-            f"{path} was trained without forces (loss.forces_weight 0): its energies were fitted at the "
-            "dataset's geometries only (QM9: equilibrium structures), and its forces are untested; "
-            "fine for single-point energies, not for MD or relaxation. Train on energies and forces "
-            "(e.g. train/qm9_xtb_egnn.yaml) for those",
-            stacklevel=3,
-        )
 
 
 class GeoGNNCalculator(Calculator):
@@ -135,10 +100,10 @@ class GeoGNNCalculator(Calculator):
         Checkpoints of another format, or of a model that predicts something
         other than an energy in eV (QM9's gap, dipole, ...), raise ValueError.
         """
-        checkpoint = _load_energy_checkpoint(path)
-        _warn_if_trained_without_forces(checkpoint, path)
+        checkpoint = load_energy_checkpoint(path)
+        warn_if_trained_without_forces(checkpoint, path)
         model = model_from_checkpoint(checkpoint).requires_grad_(False)  # forces need gradients of positions only
-        elements = kwargs.pop("elements", None) or _normalization(checkpoint).get("elements")
+        elements = kwargs.pop("elements", None) or checkpoint_normalization(checkpoint).get("elements")
         return cls(model, device=device, dtype=dtype, elements=elements, **kwargs)
 
     # ------------------------------------------------------------ set-up
@@ -254,16 +219,16 @@ class EnsembleCalculator(GeoGNNCalculator):
     def from_checkpoints(cls, paths: Sequence[PathLike], device="cpu", dtype=None,
                          **kwargs) -> "EnsembleCalculator":
         """One model per checkpoint (files or run folders); all must predict the same kind of energy."""
-        checkpoints = [_load_energy_checkpoint(path) for path in paths]
+        checkpoints = [load_energy_checkpoint(path) for path in paths]
         for checkpoint, path in zip(checkpoints, paths):
-            _warn_if_trained_without_forces(checkpoint, path)
-        targets = {_normalization(checkpoint).get("target", "energy") for checkpoint in checkpoints}
+            warn_if_trained_without_forces(checkpoint, path)
+        targets = {checkpoint_normalization(checkpoint).get("target", "energy") for checkpoint in checkpoints}
         if len(targets) > 1:
             raise ValueError(f"the checkpoints predict different targets {sorted(targets)}; "
                              "an ensemble averages models of one target")
         models = [model_from_checkpoint(checkpoint).requires_grad_(False) for checkpoint in checkpoints]
         elements = kwargs.pop("elements", None)
-        known = [_normalization(checkpoint).get("elements") for checkpoint in checkpoints]
+        known = [checkpoint_normalization(checkpoint).get("elements") for checkpoint in checkpoints]
         if elements is None and all(known):
             elements = frozenset.intersection(*map(frozenset, known))
         return cls(models, device=device, dtype=dtype, elements=elements, **kwargs)

@@ -8,6 +8,7 @@
     geognn expressivity [--models painn nequip:l_max=2 ...] [--pairs 2-body 4-chain ...] [--output FILE.md]
     geognn md STRUCTURE CHECKPOINT [CHECKPOINT ...] [--steps 2000 --timestep 0.5 --temperature 300 --langevin] [--overwrite]
     geognn relax STRUCTURE CHECKPOINT [CHECKPOINT ...] [--fmax 0.01 --optimizer fire --cell] [--overwrite]
+    geognn export CHECKPOINT [-o model.pt] [--dtype float32] [--overwrite]
 
 Every command takes ``--threads N`` (torch's CPU threads; 1 is often fastest on a shared machine).
 Multi-process training: ``torchrun --nproc_per_node 2 -m geognn train RECIPE.yaml``.
@@ -208,6 +209,20 @@ def _plot(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    import torch
+
+    from geognn.export import export_checkpoint
+
+    dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
+    from pathlib import Path
+
+    output = args.output or str(Path(args.checkpoint).with_suffix("")) + "-metatomic.pt"
+    path = export_checkpoint(args.checkpoint, output, dtype=dtype, overwrite=args.overwrite)
+    print(f"written: {path} (metatomic; load it with metatomic-ase's MetatomicCalculator, i-PI or LAMMPS)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geognn", description="Train and evaluate equivariant GNNs for molecules.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -275,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON (in the target's unit)")
     evaluate.set_defaults(handler=_evaluate)
 
+    export = commands.add_parser("export", help="a checkpoint as a metatomic model file (ASE, i-PI, LAMMPS, ...)")
+    export.add_argument("checkpoint", help="a .pt checkpoint or a run folder (its best.pt)")
+    export.add_argument("-o", "--output", help="the exported file (default: CHECKPOINT-metatomic.pt beside it)")
+    export.add_argument("--dtype", choices=["float32", "float64"], help="default: the dtype of the saved weights")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    export.set_defaults(handler=_export)
+
     plot = commands.add_parser("plot", help="learning curves and parity plots of a run (PNG)")
     plot.add_argument("run_dir")
     plot.add_argument("--out", help="folder for the PNG files (default: RUN_DIR/plots)")
@@ -308,7 +330,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     keep_freed_memory()  # glibc: no page faults on every step's buffers (geognn/_malloc.py; GEOGNN_MALLOC=0 opts out)
     try:
         return args.handler(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, TrainingDiverged, DatasetFormatError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, TrainingDiverged, DatasetFormatError, ValueError,
+            ImportError) as err:
         print(f"geognn {args.command}: error: {err}", file=sys.stderr)
         return 1
 

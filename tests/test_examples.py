@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.py"))
-ARGUMENTS = {"md_with_ase.py": ["--steps", "200"]}  # shorter than the default run
+ARGUMENTS = {"md_with_ase.py": ["--steps", "200"],  # shorter than the default runs
+             "pimd_with_ipi.py": ["--steps", "20"]}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

@@ -49,8 +49,9 @@ def triplets(edge_index: Tensor, num_nodes: int, edge_shift: Optional[Tensor] = 
     Returns:
         idx_kj [T] long, idx_ji [T] long, on the device of ``edge_index``.
     """
-    num_nodes = _check(edge_index, num_nodes, edge_shift)
-    sender, receiver = edge_index
+    if not torch.jit.is_scripting():  # compiled (geognn.export), the graph comes checked from the engine
+        num_nodes = _check(edge_index, num_nodes, edge_shift)
+    sender, receiver = edge_index[0], edge_index[1]  # indexing: TorchScript cannot unpack a tensor
     num_edges = edge_index.shape[1]
     device = edge_index.device
     if num_edges == 0:

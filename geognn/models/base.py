@@ -10,7 +10,6 @@ model declares that its energy is a differentiable function of the positions
 (``uses_positions``).
 """
 
-from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
@@ -101,15 +100,15 @@ def species_of(index: Tensor, z: Tensor, atomic_numbers: Optional[Sequence[int]]
 class AtomGraph(NamedTuple):
     """A graph over the atoms of a batch, as handed to `EnergyModel.atomic_energies`.
 
-    `EnergyModel.build_graph` always fills the geometry; the fields are Optional for graphs
-    made without positions. For a model that does not use positions (``uses_positions =
-    False``) they are computed from detached positions, so no gradient reaches the coordinates
-    through them.
+    `EnergyModel.build_graph` always fills the geometry. For a model that does not use
+    positions (``uses_positions = False``) it is computed from detached positions, so no
+    gradient reaches the coordinates through it. A NamedTuple of tensors, so TorchScript
+    compiles the models that take it (`geognn.export`).
     """
 
     edge_index: Tensor  # [2, E] (sender j, receiver i)
-    edge_vec: Optional[Tensor]  # [E, 3] pos[j] - pos[i] + edge_offset
-    edge_len: Optional[Tensor]  # [E]
+    edge_vec: Tensor  # [E, 3] pos[j] - pos[i] + edge_offset
+    edge_len: Tensor  # [E]
     edge_offset: Optional[Tensor]  # [E, 3] lattice translation of the sender, None for molecules
     batch: Tensor  # [N]
     num_graphs: int
@@ -195,6 +194,31 @@ class EnergyModel(nn.Module):
         """Return at least ``{"node_energy": [N]}`` (before scale, shift and references)."""
         raise NotImplementedError
 
+    def node_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> Tensor:
+        """Per-atom energies [N] with scale, shift and element references, on a graph already made.
+
+        `forward` adds the graph building, the checks and the derivatives; this is the part
+        TorchScript compiles for `geognn.export` (models with a per-atom readout only).
+        """
+        out = self.atomic_energies(z, pos, graph)
+        return out["node_energy"] * self.energy_scale + self.energy_shift + self.atomic_reference[z]
+
+    def interaction_range(self) -> float:
+        """How far (Å) an atom's energy sees: message-passing steps × cutoff.
+
+        Moving an atom farther than this from atom i leaves i's energy unchanged, so engines that
+        split a system over processes keep this much of the neighbouring domains as ghosts.
+        Models whose messages live on edges reach one cutoff further (DimeNet overrides this).
+        """
+        return float(getattr(self.config, self.depth_option)) * float(self.config.cutoff)
+
+    def atomic_types(self) -> list[int]:
+        """The atomic numbers the model accepts: its ``atomic_numbers`` when its config has them,
+        else every element of its embedding."""
+        chosen = getattr(self.config, "atomic_numbers", None)
+        return sorted(int(z) for z in chosen) if chosen is not None else list(range(1, self.config.max_atomic_number + 1))
+
+    @torch.jit.unused
     def forward(
         self,
         data,
@@ -236,7 +260,7 @@ class EnergyModel(nn.Module):
             out = dict(self.atomic_energies(z, pos_in, graph))
             offset = self.energy_shift + self.atomic_reference[z]  # [N]
             reduce = self.config.readout
-            if keys.NODE_ENERGY in out:
+            if keys.NODE_ENERGY in out:  # the same as node_energies
                 node_energy = out[keys.NODE_ENERGY] * self.energy_scale + offset
                 out[keys.NODE_ENERGY] = node_energy
                 out[keys.ENERGY] = scatter(node_energy, batch, dim=0, dim_size=num_graphs, reduce=reduce)

@@ -21,9 +21,11 @@ from typing import Any, Optional, Union
 
 import torch
 
+from geognn.data.qm9 import ENERGY_TARGETS as QM9_ENERGY_TARGETS
 from geognn.models.base import EnergyModel
 
 FORMAT_VERSION = 1
+ENERGY_TARGETS = ("energy", *sorted(QM9_ENERGY_TARGETS))  # targets that are potential energies (eV)
 REQUIRED_KEYS = ("format_version", "model_name", "model_config", "state_dict", "normalization", "train_config", "metrics")
 
 
@@ -126,4 +128,41 @@ def _runnable_here(config: dict) -> dict:
     return {**config, "neighbor_backend": "auto"}
 
 
-__all__ = ["FORMAT_VERSION", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]
+def checkpoint_normalization(checkpoint: dict) -> dict:
+    """The checkpoint's normalisation record (target, unit, elements, ...); {} when it has none."""
+    return checkpoint["normalization"] or {}  # None in checkpoints saved by hand without training
+
+
+def load_energy_checkpoint(path: Union[str, Path]) -> dict:
+    """A checkpoint whose model predicts a potential energy in eV (what the ASE calculator and
+    `geognn.export` run); anything else raises ValueError."""
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    normalization = checkpoint_normalization(checkpoint)
+    target, unit = normalization.get("target", "energy"), normalization.get("unit", "eV")
+    potential = normalization.get("potential_energy")
+    if potential is None:  # checkpoints from before the flag
+        potential = target in ENERGY_TARGETS
+    if not potential or unit != "eV" or normalization.get("intensive", False):
+        raise ValueError(
+            f"{path} predicts {target!r} ({unit}{', intensive' if normalization.get('intensive') else ''}), "
+            f"not a potential energy; an ASE calculator needs a model trained on one of {list(ENERGY_TARGETS)}"
+        )
+    return checkpoint
+
+
+def warn_if_trained_without_forces(checkpoint: dict, path: Union[str, Path]) -> None:
+    """Warn when `geognn train` fitted the checkpoint on energies alone (loss.forces_weight 0)."""
+    config = checkpoint.get("train_config") or {}
+    loss = config.get("loss") if isinstance(config, dict) else None
+    if isinstance(loss, dict) and not loss.get("forces_weight", 0):
+        warnings.warn(
+            f"{path} was trained without forces (loss.forces_weight 0): its energies were fitted at the "
+            "dataset's geometries only (QM9: equilibrium structures), and its forces are untested; "
+            "fine for single-point energies, not for MD or relaxation. Train on energies and forces "
+            "(e.g. train/qm9_xtb_egnn.yaml) for those",
+            stacklevel=3,
+        )
+
+
+__all__ = ["FORMAT_VERSION", "REQUIRED_KEYS", "ENERGY_TARGETS", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
+           "load_energy_checkpoint", "checkpoint_normalization", "warn_if_trained_without_forces"]

@@ -29,7 +29,7 @@ from geognn.nn.dimenet import (
     triplet_cos_angle,
 )
 from geognn.nn.mlp import lookup
-from geognn.nn.triplet_ops import triplet_pattern
+from geognn.nn.triplet_ops import TripletPattern, triplet_pattern
 
 ANGLE_VERTICES = {"kji": "j", "jik": "i"}
 
@@ -140,6 +140,10 @@ class DimeNet(EnergyModel):
         for module in (self.rbf, self.sbf, self.emb, *self.output_blocks, *self.interaction_blocks):
             module.reset_parameters()
 
+    def interaction_range(self) -> float:
+        """(num_blocks + 1) × cutoff: messages live on edges, so the embedding already reaches one cutoff."""
+        return float(self.config.num_blocks + 1) * float(self.config.cutoff)
+
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
         edge_index, edge_vec, edge_len = graph.edge_index, graph.edge_vec, graph.edge_len
         receiver = edge_index[1]
@@ -148,16 +152,24 @@ class DimeNet(EnergyModel):
         rbf = self.rbf(edge_len)  # [E, R]
         sbf = self.sbf(edge_len, cos_angle, idx_kj)  # [T, S * R]
 
-        extra = self._shared_triplet_inputs(idx_kj, idx_ji, edge_index.shape[1])
+        pattern = self._triplet_pattern(idx_kj, idx_ji, edge_index.shape[1])
         m = self.emb(z, rbf, edge_index)  # [E, F]
-        energy = self.output_blocks[0](m, rbf, receiver, z.shape[0])
-        for interaction, output in zip(self.interaction_blocks, self.output_blocks[1:]):
-            m = interaction(m, rbf, sbf, idx_kj, idx_ji, *extra)
+        # Output block b reads the messages before interaction b, the last one those after all.
+        # (zip over whole lists: TorchScript cannot call the modules of a slice output_blocks[1:].)
+        energy = torch.zeros(z.shape[0], 1, dtype=m.dtype, device=m.device)
+        for output, interaction in zip(self.output_blocks, self.interaction_blocks):
             energy = energy + output(m, rbf, receiver, z.shape[0])
+            if pattern is None:
+                m = interaction(m, rbf, sbf, idx_kj, idx_ji)
+            else:
+                m = interaction(m, rbf, sbf, idx_kj, idx_ji, pattern)
+        energy = energy + self.output_blocks[-1](m, rbf, receiver, z.shape[0])
         return {keys.NODE_ENERGY: energy.squeeze(-1)}
 
-    def _shared_triplet_inputs(self, idx_kj: Tensor, idx_ji: Tensor, num_edges: int) -> tuple:
-        return ()
+    def _triplet_pattern(self, idx_kj: Tensor, idx_ji: Tensor, num_edges: int) -> None:
+        # DimeNet's blocks take no pattern. Annotated None, not Optional: TorchScript then
+        # knows `pattern is None` while compiling and leaves out the call that passes one.
+        return None
 
     # ----------------------------------------------------------------- PyG weights
 
@@ -272,9 +284,9 @@ class DimeNetPP(DimeNet):
             c.num_before_skip, c.num_after_skip, c.activation,
         )
 
-    def _shared_triplet_inputs(self, idx_kj: Tensor, idx_ji: Tensor, num_edges: int) -> tuple:
+    def _triplet_pattern(self, idx_kj: Tensor, idx_ji: Tensor, num_edges: int) -> TripletPattern:
         # One sparsity pattern for every block's fused triplet sum.
-        return (triplet_pattern(idx_ji, idx_kj, num_edges, num_edges),)
+        return triplet_pattern(idx_ji, idx_kj, num_edges, num_edges)
 
     def _pyg_angular_sign(self) -> Tensor:
         # PyG's DimeNet++ measures the angle between x_i - x_j and x_j - x_k, which is

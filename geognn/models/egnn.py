@@ -63,6 +63,7 @@ class EGNN(EnergyModel):
     def __init__(self, config: EGNNConfig):
         super().__init__(config)
         F = config.hidden_channels
+        self.vector_channels = config.vector_channels  # for TorchScript, which does not see the config
         self.embedding = nn.Embedding(config.max_atomic_number + 1, F)
         self.radial_basis = (
             lookup(RADIAL_BASES, config.radial_basis, "radial basis")(config.num_radial, config.cutoff)
@@ -94,7 +95,7 @@ class EGNN(EnergyModel):
 
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
         h = self.embedding(z)  # [N, F]
-        v = pos.new_zeros(pos.shape[0], self.config.vector_channels, 3) if self.config.vector_channels else None
+        v = pos.new_zeros(pos.shape[0], self.vector_channels, 3) if self.vector_channels > 0 else None
         edge_attr = self.radial_basis(graph.edge_len) if self.radial_basis is not None else None
         edge_weight = self.envelope(graph.edge_len)
         for layer in self.layers:

@@ -137,7 +137,12 @@ class MACE(EnergyModel):
         self.embedding.weight.data.normal_()
 
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
-        species = species_of(self.species_index, z, self.config.atomic_numbers)
+        if torch.jit.is_scripting():  # exported: the engine was told the model's elements (see geognn.export)
+            species = self.species_index[z]
+            if bool((species < 0).any()):
+                raise ValueError("an element is not among this model's atomic_numbers")
+        else:
+            species = species_of(self.species_index, z, self.config.atomic_numbers)
         one_hot = torch.nn.functional.one_hot(species, self._num_elements).to(pos.dtype)  # [N, S]
         x = self.embedding(one_hot)
         edge_sh, edge_radial = self.edge_embedding(graph.edge_vec)

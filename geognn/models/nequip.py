@@ -109,6 +109,7 @@ class NequIP(EnergyModel):
         # Decided here, not in forward: torch.compile cannot guard on Irreps comparisons.
         self._residual = [config.resnet and conv.irreps_in == gate.irreps_out
                           for conv, gate in zip(self.convolutions, self.gates)]
+        self._embedding_attr = config.node_attr == "embedding"  # TorchScript cannot read the config
         self.readout = o3.Linear(irreps, o3.Irreps("0e"))
 
     def reset_parameters(self) -> None:
@@ -118,12 +119,18 @@ class NequIP(EnergyModel):
             linear.weight.data.normal_()
 
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
-        species = species_of(self.species_index, z, self.config.atomic_numbers)
+        if torch.jit.is_scripting():  # exported: the engine was told the model's elements (see geognn.export)
+            species = self.species_index[z]
+            if bool((species < 0).any()):
+                raise ValueError("an element is not among this model's atomic_numbers")
+        else:
+            species = species_of(self.species_index, z, self.config.atomic_numbers)
         one_hot = torch.nn.functional.one_hot(species, self._num_species).to(pos.dtype)  # [N, S]
         x = self.embedding(one_hot)  # [N, F] scalars
-        node_attr = x if self.config.node_attr == "embedding" else one_hot
+        node_attr = x if self._embedding_attr else one_hot
         edge_sh, edge_radial = self.edge_embedding(graph.edge_vec)
-        for conv, gate, residual in zip(self.convolutions, self.gates, self._residual):
+        # Indexed, not zipped: TorchScript zips module lists only with module lists.
+        for layer, (conv, gate) in enumerate(zip(self.convolutions, self.gates)):
             out = gate(conv(x, node_attr, graph.edge_index, edge_sh, edge_radial))
-            x = x + out if residual else out
+            x = x + out if self._residual[layer] else out
         return {keys.NODE_ENERGY: self.readout(x).squeeze(-1)}

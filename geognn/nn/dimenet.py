@@ -181,7 +181,8 @@ def triplet_cos_angle(edge_vec: Tensor, edge_len: Tensor, idx_kj: Tensor, idx_ji
     if vertex == "i":
         vec_ki = vec_ji + vec_kj  # x_k - x_i
         return (vec_ji * vec_ki).sum(-1) / (len_ji * torch.linalg.vector_norm(vec_ki, dim=-1))
-    raise ValueError(f"unknown angle vertex {vertex!r}; choose 'j' (α_kji) or 'i' (α_jik)")
+    # '{vertex}', not {vertex!r}: TorchScript's f-strings take no conversions
+    raise ValueError(f"unknown angle vertex '{vertex}'; choose 'j' (α_kji) or 'i' (α_jik)")
 
 
 # --------------------------------------------------------------------------- blocks
@@ -206,7 +207,7 @@ class DimeNetEmbedding(nn.Module):
     def forward(self, z: Tensor, rbf: Tensor, edge_index: Tensor) -> Tensor:
         """z [N], rbf [E, num_radial], edge_index [2, E] (sender j, receiver i) -> [E, F]."""
         h = self.emb(z)
-        sender, receiver = edge_index
+        sender, receiver = edge_index[0], edge_index[1]  # indexing, not unpacking: TorchScript cannot unpack a tensor
         rbf = self.act(self.lin_rbf(rbf))
         return self.act(self.lin(torch.cat([h[receiver], h[sender], rbf], dim=-1)))
 
@@ -249,12 +250,26 @@ class _LineGraphInteraction(MessagePassing):
         self.layers_after_skip = nn.ModuleList(ResidualLayer(hidden_channels, activation) for _ in range(num_after_skip))
 
     __repr__ = torch.nn.Module.__repr__
+    # PyG's aggregation module is unused (`pass_messages` sums with index_add) and would carry
+    # torch-scatter's operators into an exported model.
+    __jit_ignored_attributes__ = ["aggr_module"]
 
     def reset_parameters(self) -> None:
         for linear in (self.lin_ji, self.lin_kj, self.lin):
             _glorot(linear)
         for layer in (*self.layers_before_skip, *self.layers_after_skip):
             layer.reset_parameters()
+
+    def pass_messages(self, x: Tensor, sbf: Tensor, m: Tensor, idx_kj: Tensor, idx_ji: Tensor) -> Tensor:
+        """message per triplet (from edge kj's row of ``x``), summed onto edge ji, then update.
+
+        The three steps written out rather than PyG's ``propagate``, whose scripted form would
+        reference torch-scatter (see `geognn.nn.message_passing`).
+        """
+        messages = self.message(x.index_select(0, idx_kj), sbf)
+        shape = list(messages.shape)
+        shape[0] = m.shape[0]
+        return self.update(messages.new_zeros(shape).index_add_(0, idx_ji, messages), m)
 
     def update(self, aggregated: Tensor, m: Tensor) -> Tensor:
         h = self.act(self.lin_ji(m)) + self.combine(aggregated)
@@ -267,10 +282,6 @@ class _LineGraphInteraction(MessagePassing):
 
     def combine(self, aggregated: Tensor) -> Tensor:
         raise NotImplementedError
-
-    @staticmethod
-    def _line_graph(idx_kj: Tensor, idx_ji: Tensor) -> Tensor:
-        return torch.stack([idx_kj, idx_ji])  # line-graph edges: kj (source) -> ji (target)
 
 
 class DimeNetInteraction(_LineGraphInteraction):
@@ -307,7 +318,7 @@ class DimeNetInteraction(_LineGraphInteraction):
     def forward(self, m: Tensor, rbf: Tensor, sbf: Tensor, idx_kj: Tensor, idx_ji: Tensor) -> Tensor:
         """m [E, F], rbf [E, num_radial], sbf [T, num_spherical * num_radial], idx_kj/idx_ji [T] -> [E, F]."""
         x_kj = self.act(self.lin_kj(m)) * self.lin_rbf(rbf)
-        return self.propagate(self._line_graph(idx_kj, idx_ji), x=x_kj, sbf=self.lin_sbf(sbf), m=m, size=(m.shape[0], m.shape[0]))
+        return self.pass_messages(x_kj, self.lin_sbf(sbf), m, idx_kj, idx_ji)
 
     def message(self, x_j: Tensor, sbf: Tensor) -> Tensor:
         return sbf.unsqueeze(-1) * x_j.unsqueeze(1)  # [T, num_bilinear, F]
@@ -380,17 +391,19 @@ class DimeNetPPInteraction(_LineGraphInteraction):
         x_kj = self.act(self.lin_down(x_kj))  # [E, int_emb_size]
         sbf = self.lin_sbf1(sbf)  # [T, basis_emb_size]
         if not self.fused:
-            line_graph = self._line_graph(idx_kj, idx_ji)
-            return self.propagate(line_graph, x=x_kj, sbf=self.lin_sbf2(sbf), m=m, size=(m.shape[0], m.shape[0]))
+            return self.pass_messages(x_kj, self.lin_sbf2(sbf), m, idx_kj, idx_ji)
         if pattern is None:
             pattern = triplet_pattern(idx_ji, idx_kj, m.shape[0], m.shape[0])
-        return self.update(self.message_and_aggregate(pattern, x_kj, sbf), m)
+        return self.update(self.fused_message_and_aggregate(pattern, x_kj, sbf), m)
 
     def message(self, x_j: Tensor, sbf: Tensor) -> Tensor:
         return x_j * sbf  # [T, int_emb_size]
 
-    def message_and_aggregate(self, pattern: TripletPattern, x: Tensor, sbf: Tensor) -> Tensor:
+    def fused_message_and_aggregate(self, pattern: TripletPattern, x: Tensor, sbf: Tensor) -> Tensor:
         """``message`` summed over each edge's triplets, without [T, int_emb_size] tensors.
+
+        (Not PyG's ``message_and_aggregate``: PyG's generated ``propagate`` calls a method of
+        that name with a sparse adjacency, and TorchScript would refuse the pattern argument.)
 
         The message x_kj ⊙ W_sbf2 s_t is linear in s_t (width basis_emb_size), so
         the sum is a sparse product of rank basis_emb_size (`geognn.nn.triplet_ops`).

@@ -19,7 +19,7 @@ translations and permutations of the atoms.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -132,8 +132,9 @@ class EGNNLayer(ScalarVectorMessagePassing):
         Returns:
             (h [N, F], pos [N, 3], v [N, F_v, 3] or None).
         """
-        self._check_shapes(h, pos, edge_index, v, edge_attr)
-        sender, receiver = edge_index
+        if not torch.jit.is_scripting():
+            self._check_shapes(h, pos, edge_index, v, edge_attr)
+        sender, receiver = edge_index[0], edge_index[1]
         edge_vec = pos.index_select(0, sender) - pos.index_select(0, receiver)  # x_j - x_i, [E, 3]
         if edge_offset is not None:
             edge_vec = edge_vec + edge_offset
@@ -155,9 +156,13 @@ class EGNNLayer(ScalarVectorMessagePassing):
         edge_vec: Tensor,
         edge_attr: Optional[Tensor],
         edge_weight: Optional[Tensor],
-    ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    ) -> List[Tensor]:
         """Messages of eqs. 3-4; ``h_i``, ``h_j`` [E, F] are the receiver's and sender's rows of
-        φ_e's first linear map (W_i h_i and W_j h_j + b)."""
+        φ_e's first linear map (W_i h_i and W_j h_j + b).
+
+        Returns [m_ij, then the coordinate message (x_i - x_j) φ_x(m_ij) when ``update_coords``,
+        then the vector message when ``vector_channels``], each times the edge weight.
+        """
         sq_len = edge_vec.pow(2).sum(-1, keepdim=True)  # [E, 1]
         first = self.edge_mlp[0]
         F = self.hidden_channels
@@ -165,41 +170,41 @@ class EGNNLayer(ScalarVectorMessagePassing):
         if edge_attr is not None:
             pre = pre + edge_attr @ first.weight[:, 2 * F + 1 :].t()
         message = pre
-        for module in list(self.edge_mlp)[1:]:  # activation, second linear, activation
-            message = module(message)  # [E, F]
+        for k, module in enumerate(self.edge_mlp):  # after the first linear: activation, linear, activation
+            if k > 0:
+                message = module(message)  # [E, F]
         if self.attention_gate is not None:
             message = message * torch.sigmoid(self.attention_gate(message))
         weight = sq_len.new_ones(sq_len.shape) if edge_weight is None else edge_weight.unsqueeze(-1)
         # x_i - x_j, divided by (|x_ij| + c) when normalised.
         direction = -edge_vec / (sq_len.sqrt() + self.norm_constant) if self.normalize else -edge_vec
-        coord_message = None
+        messages = [message * weight]
         if self.coord_mlp is not None:
-            coord_message = direction * (weight * self.coord_mlp(message))  # [E, 3]
-        vector_message = None
+            messages.append(direction * (weight * self.coord_mlp(message)))  # [E, 3]
         if self.vector_edge is not None:
-            vector_message = direction.unsqueeze(1) * (weight * self.vector_edge(message)).unsqueeze(-1)
-        return message * weight, coord_message, vector_message
+            messages.append(direction.unsqueeze(1) * (weight * self.vector_edge(message)).unsqueeze(-1))  # [E, F_v, 3]
+        return messages
 
     def update(
         self,
-        inputs: tuple[Tensor, Optional[Tensor], Optional[Tensor]],
+        inputs: List[Tensor],
         h: Tensor,
         pos: Tensor,
         v: Optional[Tensor],
     ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        message, coord_update, vector_update = inputs
-        features = [h, message]
-        if self.vector_channels:
+        features = [h, inputs[0]]
+        if v is not None and self.vector_channels > 0:
             features.append(v.pow(2).sum(-1))  # |v_i|² per channel, invariant and smooth at 0
         h_update = self.node_mlp(torch.cat(features, dim=-1))
         h_out = h + h_update if self.residual else h_update
-        pos_out = pos + coord_update if coord_update is not None else pos
-        v_out = None
-        if self.vector_channels:
-            gated = v * self.vector_gate(h).unsqueeze(-1) + vector_update  # [N, F_v, 3]
+        pos_out = pos + inputs[1] if self.coord_mlp is not None else pos
+        v_out: Optional[Tensor] = None
+        if v is not None and self.vector_gate is not None and self.vector_mix is not None:
+            gated = v * self.vector_gate(h).unsqueeze(-1) + inputs[-1]  # [N, F_v, 3]
             v_out = self.vector_mix(gated.transpose(-1, -2)).transpose(-1, -2)
         return h_out, pos_out, v_out
 
+    @torch.jit.unused
     def _check_shapes(self, h, pos, edge_index, v, edge_attr) -> None:
         if h.dim() != 2 or h.shape[-1] != self.hidden_channels:
             raise ValueError(f"h must be [N, {self.hidden_channels}], got {list(h.shape)}")

@@ -33,13 +33,14 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from e3nn import o3
 from e3nn import nn as e3nn_nn
 from torch import Tensor, nn
 
+from geognn.nn.gate import activation_paths, apply_activation_paths
 from geognn.nn.mlp import Float64Constants
 from geognn.nn.tensor_product import TensorProductConv
 
@@ -192,10 +193,9 @@ class SymmetricContraction(Float64Constants, nn.Module):
         # Features: the monomials of degree 0 (the constant), 1, ..., correlation - 1.
         sizes = [1] + [len(symmetric_monomials(dim, t)[1]) for t in range(1, correlation)]
         feature_start = [sum(sizes[:t]) for t in range(correlation + 1)]
-        for t in range(2, correlation):
-            prefix, last, _ = symmetric_monomials(dim, t)
-            self.register_buffer(f"prefix_{t}", prefix, persistent=False)
-            self.register_buffer(f"last_{t}", last, persistent=False)
+        # Degree t >= 2 from degree t - 1, one module per step (TorchScript reads buffers by literal names only).
+        self.monomial_steps = nn.ModuleList([_MonomialStep(*symmetric_monomials(dim, t)[:2])
+                                             for t in range(2, correlation)])
         # In: e3nn's [N, c*d_1 | c*d_2 | ...] -> [N, c, D] (channel-major).
         gather = torch.cat([(start + torch.arange(self.channels * ir.dim).reshape(self.channels, ir.dim))
                             for (_, ir), start in zip(self.irreps_in, [s.start for s in self.irreps_in.slices()])],
@@ -203,6 +203,7 @@ class SymmetricContraction(Float64Constants, nn.Module):
         self.register_buffer("gather_in", gather.flatten(), persistent=False)
         # G's non-zero rows: (feature f, output component m, last factor l) -> coefficient of each path q.
         self._out_dim = sum(ir.dim for _, ir in self.irreps_out)
+        self._out_dims = [ir.dim for _, ir in self.irreps_out]  # plain ints: TorchScript cannot read Irreps
         rows, columns, values = [], [], []
         self.weights = nn.ModuleList()
         self.path_triples = []
@@ -243,21 +244,26 @@ class SymmetricContraction(Float64Constants, nn.Module):
         if self.correlation > 1:
             parts.append(a)
         below = a
-        for t in range(2, self.correlation):
-            below = below.index_select(2, getattr(self, f"prefix_{t}")) * a.index_select(2, getattr(self, f"last_{t}"))
+        for step in self.monomial_steps:
+            below = below.index_select(2, step.prefix) * a.index_select(2, step.last)
             parts.append(below)
         return torch.cat(parts, dim=2)
 
     def element_coefficients(self, element: int) -> Tensor:
         """G for one element: [c, F, out_dim * D], the paths weighted by this element's weights."""
-        weight = torch.cat([w[element] for per_degree in self.weights for w in per_degree], dim=0)  # [paths, c]
+        rows: List[Tensor] = []
+        for per_degree in self.weights:  # loops, not a comprehension: TorchScript compiles these
+            for w in per_degree:
+                rows.append(w[element])
+        weight = torch.cat(rows, dim=0)  # [paths, c]
         dense = self.coefficients.new_zeros(self._num_features * self._out_dim * self._dim, self.channels)
         dense = dense.index_copy(0, self.g_rows, self.coefficients @ weight)
         return dense.reshape(self._num_features, self._out_dim * self._dim, self.channels).permute(2, 0, 1).contiguous()
 
     def forward(self, x: Tensor, species: Tensor) -> Tensor:
-        if x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(f"x has {x.shape[-1]} components, expected {self.irreps_in.dim} ({self.irreps_in})")
+        if not torch.jit.is_scripting():  # (the scripted layer leaves the check to the shapes below)
+            if x.shape[-1] != self.irreps_in.dim:
+                raise ValueError(f"x has {x.shape[-1]} components, expected {self.irreps_in.dim} ({self.irreps_in})")
         n = x.shape[0]
         # Nodes sorted by element, so that each element's rows are one block (split, not gathered: the
         # backward of a split is one concatenation, of a gather a zero-filled tensor per element).
@@ -267,22 +273,33 @@ class SymmetricContraction(Float64Constants, nn.Module):
         features = self.features(a).transpose(0, 1)  # [c, N, F]
         a_t = a.transpose(0, 1).unsqueeze(2)  # [c, N, 1, D]
         parts = []
-        for element, f, a_e in zip(elements.tolist(), torch.split(features, counts.tolist(), dim=1),
-                                   torch.split(a_t, counts.tolist(), dim=1)):
+        sizes = torch.jit.annotate(List[int], counts.tolist())  # (typed for TorchScript)
+        present = torch.jit.annotate(List[int], elements.tolist())
+        for element, f, a_e in zip(present, torch.split(features, sizes, dim=1), torch.split(a_t, sizes, dim=1)):
             # Z [c, N_e, out_dim, D] = F G_e, then out = Σ_k a_k Z_k
             z = torch.bmm(f, self.element_coefficients(element)).reshape(self.channels, -1, self._out_dim, self._dim)
             parts.append((z * a_e).sum(-1))
         out = torch.cat(parts, dim=1).transpose(0, 1)  # [N, c, out_dim], sorted by element
         out = out.index_select(0, torch.argsort(order))
         blocks, m0 = [], 0
-        for _, ir in self.irreps_out:  # [N, c, d] per irrep -> e3nn's [N, c*d]
-            blocks.append(out[:, :, m0:m0 + ir.dim].reshape(n, -1))
-            m0 += ir.dim
+        for dim in self._out_dims:  # [N, c, d] per irrep -> e3nn's [N, c*d]
+            blocks.append(out[:, :, m0:m0 + dim].reshape(n, -1))
+            m0 += dim
         return torch.cat(blocks, dim=1)
 
     def extra_repr(self) -> str:
         return (f"irreps_in={self.irreps_in}, irreps_out={self.irreps_out}, correlation={self.correlation}, "
                 f"num_elements={self.num_elements}")
+
+
+class _MonomialStep(nn.Module):
+    """The monomials of one degree from those of the degree below (`symmetric_monomials`'
+    ``prefix`` and ``last``), as buffers of one module for `SymmetricContraction.features`."""
+
+    def __init__(self, prefix: Tensor, last: Tensor):
+        super().__init__()
+        self.register_buffer("prefix", prefix, persistent=False)
+        self.register_buffer("last", last, persistent=False)
 
 
 class MACEInteraction(nn.Module):
@@ -356,6 +373,8 @@ class MACEReadout(nn.Module):
     ``Linear -> silu (normalised to unit second moment, e3nn's Activation) -> Linear`` through
     ``mlp_irreps`` hidden scalars. ``forward(h)`` [N, irreps_in.dim] -> [N] per-atom energies."""
 
+    __jit_ignored_attributes__ = ["activation"]  # e3nn's Activation does not script: see `activation_paths`
+
     def __init__(self, irreps_in, mlp_irreps=None):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
@@ -365,6 +384,7 @@ class MACEReadout(nn.Module):
             mlp_irreps = o3.Irreps(mlp_irreps)
             self.linear_1 = o3.Linear(self.irreps_in, mlp_irreps)
             self.activation = e3nn_nn.Activation(mlp_irreps, [torch.nn.functional.silu])
+            self._activation_paths = activation_paths(self.activation)  # the same, for TorchScript
             self.linear_2 = o3.Linear(mlp_irreps, o3.Irreps("0e"))
 
     def reset_parameters(self) -> None:
@@ -375,4 +395,6 @@ class MACEReadout(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         if hasattr(self, "linear"):
             return self.linear(h).squeeze(-1)
+        if torch.jit.is_scripting():
+            return self.linear_2(apply_activation_paths(self.linear_1(h), self._activation_paths)).squeeze(-1)
         return self.linear_2(self.activation(self.linear_1(h))).squeeze(-1)

@@ -26,8 +26,12 @@ class Softplus(nn.Softplus):
 class ShiftedSoftplus(nn.Module):
     """``softplus(x) - log(2)``: zero at zero, SchNet's activation (continuous, see `Softplus`)."""
 
+    def __init__(self):
+        super().__init__()
+        self.threshold, self.shift = SOFTPLUS_THRESHOLD, math.log(2.0)  # plain floats: TorchScript sees constants
+
     def forward(self, x: Tensor) -> Tensor:
-        return nn.functional.softplus(x, threshold=SOFTPLUS_THRESHOLD) - math.log(2.0)
+        return nn.functional.softplus(x, threshold=self.threshold) - self.shift
 
 
 class _SiLUFunction(torch.autograd.Function):
@@ -152,4 +156,6 @@ class MLP(nn.Sequential):
                 layer.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x)
+        for layer in self:
+            x = layer(x)
+        return x

@@ -15,6 +15,8 @@ gradient stays finite where vectors start at zero.
 
 from __future__ import annotations
 
+from typing import List
+
 import torch
 from torch import Tensor, nn
 
@@ -59,15 +61,16 @@ class PaiNNMessage(ScalarVectorMessagePassing):
             raise ValueError(f"expected h [N, {self.channels}], v [N, {self.channels}, 3] and edge_radial "
                              f"[E, {self.num_radial}], got {list(h.shape)}, {list(v.shape)}, {list(edge_radial.shape)}")
         weights = self.filter(edge_radial) * edge_cutoff.unsqueeze(-1)  # [E, 3F]
-        return self.propagate(edge_index, phi=self.phi(h), v=v, weights=weights, unit=edge_unit,
-                              size=(h.shape[0], h.shape[0]))
+        sender, receiver = edge_index[0], edge_index[1]
+        messages = self.message(self.phi(h).index_select(0, sender), v.index_select(0, sender), weights, edge_unit)
+        return self.update(self.aggregate(messages, receiver, dim_size=h.shape[0]))
 
-    def message(self, phi_j: Tensor, v_j: Tensor, weights: Tensor, unit: Tensor) -> tuple[Tensor, Tensor]:
+    def message(self, phi_j: Tensor, v_j: Tensor, weights: Tensor, unit: Tensor) -> List[Tensor]:
         x_s, x_vv, x_vs = torch.split(phi_j * weights, self.channels, dim=-1)  # each [E, F]
-        return x_s, v_j * x_vv.unsqueeze(-1) + x_vs.unsqueeze(-1) * unit.unsqueeze(1)
+        return [x_s, v_j * x_vv.unsqueeze(-1) + x_vs.unsqueeze(-1) * unit.unsqueeze(1)]
 
-    def update(self, inputs: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        return inputs  # (Δh, Δv), summed over senders
+    def update(self, inputs: List[Tensor]) -> tuple[Tensor, Tensor]:
+        return inputs[0], inputs[1]  # (Δh, Δv), summed over senders
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, num_radial={self.num_radial}, avg_num_neighbors={float(self.avg_num_neighbors)}"
@@ -82,6 +85,7 @@ class PaiNNUpdate(nn.Module):
         self.U = nn.Linear(channels, channels, bias=False)
         self.V = nn.Linear(channels, channels, bias=False)
         self.mlp = MLP([2 * channels, channels, 3 * channels], activation)
+        self.norm_epsilon = _NORM_EPSILON  # an attribute: TorchScript does not see module-level floats
 
     def reset_parameters(self) -> None:
         for module in (self.U, self.V, self.mlp):
@@ -90,6 +94,6 @@ class PaiNNUpdate(nn.Module):
     def forward(self, h: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         uv = self.U(v.transpose(1, 2)).transpose(1, 2)  # [N, F, 3]: channels mixed, components kept
         vv = self.V(v.transpose(1, 2)).transpose(1, 2)
-        norm = torch.sqrt(vv.pow(2).sum(-1) + _NORM_EPSILON)  # [N, F]
+        norm = torch.sqrt(vv.pow(2).sum(-1) + self.norm_epsilon)  # [N, F]
         a_vv, a_sv, a_ss = torch.split(self.mlp(torch.cat([h, norm], dim=-1)), self.channels, dim=-1)
         return a_ss + a_sv * (uv * vv).sum(-1), a_vv.unsqueeze(-1) * uv

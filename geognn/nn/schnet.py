@@ -14,6 +14,8 @@ dense maps.
 
 from __future__ import annotations
 
+from typing import List
+
 from torch import Tensor, nn
 
 from geognn.nn.message_passing import ScalarVectorMessagePassing
@@ -63,14 +65,15 @@ class SchNetInteraction(ScalarVectorMessagePassing):
             raise ValueError(f"expected x [N, {self.hidden_channels}] and edge_rbf [E, {self.num_gaussians}], "
                              f"got {list(x.shape)} and {list(edge_rbf.shape)}")
         weights = self.filter(edge_rbf) * edge_cutoff.unsqueeze(-1)  # [E, num_filters]
-        return self.propagate(edge_index, sender=self.lin_1(x), weights=weights, size=(x.shape[0], x.shape[0]))
+        sender, receiver = edge_index[0], edge_index[1]
+        messages = self.message(self.lin_1(x).index_select(0, sender), weights)
+        return self.update(self.aggregate(messages, receiver, dim_size=x.shape[0]))
 
-    def message(self, sender_j: Tensor, weights: Tensor) -> tuple[Tensor]:
-        return (sender_j * weights,)
+    def message(self, sender_j: Tensor, weights: Tensor) -> List[Tensor]:
+        return [sender_j * weights]
 
-    def update(self, inputs: tuple[Tensor]) -> Tensor:
-        (aggregated,) = inputs  # [N, num_filters]
-        return self.lin_3(self.act(self.lin_2(aggregated)))
+    def update(self, inputs: List[Tensor]) -> Tensor:
+        return self.lin_3(self.act(self.lin_2(inputs[0])))  # inputs[0]: [N, num_filters]
 
     def extra_repr(self) -> str:
         return (f"hidden_channels={self.hidden_channels}, num_filters={self.num_filters}, "

@@ -24,7 +24,7 @@ self-connection.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from e3nn import o3
@@ -177,24 +177,29 @@ class ChannelwiseTensorProduct(Float64Constants, nn.Module):
         finally:
             torch.set_default_dtype(default)
 
-    def forward_parts(self, x1: Tensor, x2: Tensor, weight: Tensor) -> list[Tensor]:
+    def forward_parts(self, x1: Tensor, x2: Tensor, weight: Tensor) -> List[Tensor]:
         """x1 [Z, irreps_in1.dim], x2 [Z, irreps_in2.dim], weight [Z, weight_numel] -> per group [Z, mul, columns]."""
-        z = x1.shape[0]
-        parts = []
+        parts: List[Tensor] = []
         # One gather regroups the weights (per group [u][path]); per-group gathers would each leave a
         # zero-filled [Z, weight_numel] gradient behind.
         weights = torch.split(weight.index_select(1, self.weight_order), self._weight_split, dim=-1)
+        if torch.jit.is_scripting():
+            # TorchScript reads buffers by literal names only: the scripted module reads each group's
+            # constants from a module of its own (made by `__prepare_scriptable__`), the same tensors.
+            inputs = torch.split(x1, self._split, -1)
+            for group in self.script_groups:
+                parts.append(_group_product(x2, inputs[group.index], weights[group.index], group.kernel, group.expand,
+                                            group.mul, group.d1, group.num_paths, group.columns))
+            return parts
         for (kernel, expand, mul, d1, num_paths, columns), x, w in zip(self._groups, torch.split(x1, self._split, -1),
                                                                        weights):
             if columns == 0:
                 continue
-            # Harmonics into the coupling first ([Z, d1, columns], no mul factor), then channel by channel.
-            coupling = (x2 @ getattr(self, kernel)).reshape(z, d1, columns)
-            out = torch.bmm(x.reshape(z, mul, d1), coupling)
-            parts.append(out * (w.reshape(z, mul, num_paths) @ getattr(self, expand)))
+            parts.append(_group_product(x2, x, w, getattr(self, kernel), getattr(self, expand), mul, d1, num_paths,
+                                        columns))
         return parts
 
-    def assemble(self, parts: list[Tensor]) -> Tensor:
+    def assemble(self, parts: List[Tensor]) -> Tensor:
         """`forward_parts`' output (or its sum over neighbours) [Z, ...] -> [Z, irreps_out.dim] in e3nn's layout."""
         flat = torch.cat([part.reshape(part.shape[0], -1) for part in parts], dim=-1)
         return flat.index_select(1, self.gather)
@@ -202,8 +207,42 @@ class ChannelwiseTensorProduct(Float64Constants, nn.Module):
     def forward(self, x1: Tensor, x2: Tensor, weight: Tensor) -> Tensor:
         return self.assemble(self.forward_parts(x1, x2, weight))
 
+    def __prepare_scriptable__(self) -> "ChannelwiseTensorProduct":
+        """Called by `torch.jit.script`: (re)makes ``script_groups``, one `_PathGroup` per group with paths,
+        holding that group's current buffers (the same tensors), which the scripted `forward_parts` reads.
+
+        The module is changed in place, not copied: torch remembers prepared modules by ``id``, and
+        a copy would let the original be freed and its ``id`` reused by another module of the model.
+        """
+        self.script_groups = nn.ModuleList([
+            _PathGroup(g, getattr(self, kernel), getattr(self, expand), mul, d1, num_paths, columns)
+            for g, (kernel, expand, mul, d1, num_paths, columns) in enumerate(self._groups) if columns > 0
+        ])
+        return self
+
     def extra_repr(self) -> str:
         return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, {len(self.instructions)} uvu paths"
+
+
+def _group_product(x2: Tensor, x: Tensor, w: Tensor, kernel: Tensor, expand: Tensor, mul: int, d1: int,
+                   num_paths: int, columns: int) -> Tensor:
+    """One group of `ChannelwiseTensorProduct.forward_parts`: x [Z, mul d1], w [Z, mul paths] -> [Z, mul, columns]."""
+    z = x.shape[0]
+    # Harmonics into the coupling first ([Z, d1, columns], no mul factor), then channel by channel.
+    coupling = (x2 @ kernel).reshape(z, d1, columns)
+    out = torch.bmm(x.reshape(z, mul, d1), coupling)
+    return out * (w.reshape(z, mul, num_paths) @ expand)
+
+
+class _PathGroup(nn.Module):
+    """The constants of one group of a scripted `ChannelwiseTensorProduct`: its kernel and expand
+    buffers and sizes, and ``index``, the group's position among the input irreps."""
+
+    def __init__(self, index: int, kernel: Tensor, expand: Tensor, mul: int, d1: int, num_paths: int, columns: int):
+        super().__init__()
+        self.index, self.mul, self.d1, self.num_paths, self.columns = index, mul, d1, num_paths, columns
+        self.register_buffer("kernel", kernel, persistent=False)
+        self.register_buffer("expand", expand, persistent=False)
 
 
 def _path_kernels(tp: o3.TensorProduct, weight_start: list[int]) -> list[Tensor]:
@@ -298,19 +337,23 @@ class TensorProductConv(ScalarVectorMessagePassing):
         Returns:
             [N, irreps_out.dim]
         """
-        for name, tensor, dim in zip(("x", "node_attr", "edge_sh"), (x, node_attr, edge_sh), self._input_dims):
-            if tensor.shape[-1] != dim:
-                raise ValueError(f"{name} has {tensor.shape[-1]} components, expected {dim} ({self._describe(name)})")
+        if not torch.jit.is_scripting():  # the scripted layer leaves the check to the shapes of its products
+            for name, tensor, dim in zip(("x", "node_attr", "edge_sh"), (x, node_attr, edge_sh), self._input_dims):
+                if tensor.shape[-1] != dim:
+                    raise ValueError(f"{name} has {tensor.shape[-1]} components, expected {dim} "
+                                     f"({self._describe(name)})")
         weights = self.radial(edge_radial)  # [E, tp.weight_numel]
-        return self.propagate(edge_index, sender=self.linear_1(x), edge_sh=edge_sh, weights=weights,
-                              x=x, node_attr=node_attr, size=(x.shape[0], x.shape[0]))
+        # The three steps called directly, not through PyG's propagate (see geognn.nn.message_passing).
+        sender, receiver = edge_index[0], edge_index[1]
+        messages = self.message(self.linear_1(x).index_select(0, sender), edge_sh, weights)
+        return self.update(self.aggregate(messages, receiver, dim_size=x.shape[0]), x, node_attr)
 
-    def message(self, sender_j: Tensor, edge_sh: Tensor, weights: Tensor) -> tuple[Tensor, ...]:
+    def message(self, sender_j: Tensor, edge_sh: Tensor, weights: Tensor) -> List[Tensor]:
         # The weighted tensor product, one [E, mul, columns] tensor per input irrep (see ChannelwiseTensorProduct).
-        return tuple(self.tp.forward_parts(sender_j, edge_sh, weights))
+        return self.tp.forward_parts(sender_j, edge_sh, weights)
 
-    def update(self, inputs: tuple[Tensor, ...], x: Tensor, node_attr: Tensor) -> Tensor:
-        aggregated = self.tp.assemble(list(inputs))  # [N, irreps_mid.dim], already divided by avg_num_neighbors
+    def update(self, inputs: List[Tensor], x: Tensor, node_attr: Tensor) -> Tensor:
+        aggregated = self.tp.assemble(inputs)  # [N, irreps_mid.dim], already divided by avg_num_neighbors
         out = self.linear_2(aggregated)
         if self.self_connection is not None:
             out = out + self.self_connection(x, node_attr)

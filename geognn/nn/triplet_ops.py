@@ -24,10 +24,16 @@ kind, which differentiate into each other, so no derivative order needs a
 
 An empty graph (no triplets) gives zeros. sddmm and outer run over chunks of triplets, so their [chunk, C] products
 stay in cache.
+
+TorchScript cannot compile autograd Functions. Compiled (`geognn.export`), the
+four operations run the same forward computations without them (spmm and
+spmm_t the same bags, sddmm and outer unchunked), out of place, and autograd
+differentiates those: one derivative, which is what an exported model needs
+(forces), through [T, C] tensors.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TorchScript reads TripletPattern's field
+# types, which must then be types, not strings.
 from typing import NamedTuple
 
 import torch
@@ -57,7 +63,8 @@ def triplet_pattern(row: Tensor, col: Tensor, num_rows: int, num_cols: int) -> T
     """Pattern of triplets ``row`` [T] (sorted: `geognn.graph.triplets` returns idx_ji sorted) and ``col`` [T]."""
     if row.numel() > 1 and bool((row[1:] < row[:-1]).any()):
         raise ValueError("triplet rows must be sorted (idx_ji as geognn.graph.triplets returns it)")
-    if row.numel() and (int(row[-1]) >= num_rows or int(col.max()) >= num_cols or int(col.min()) < 0 or int(row[0]) < 0):
+    if row.numel() > 0 and (int(row[-1]) >= num_rows or int(col.max()) >= num_cols
+                            or int(col.min()) < 0 or int(row[0]) < 0):
         raise ValueError(f"triplet indices out of range: rows must lie in [0, {num_rows}), cols in [0, {num_cols})")
     row_count = torch.bincount(row, minlength=num_rows)
     col_count = torch.bincount(col, minlength=num_cols)
@@ -156,22 +163,64 @@ _Outer = _operation("_Outer", _outer, (
 
 def spmm(s: Tensor, x: Tensor, W: Tensor, pattern: TripletPattern) -> Tensor:
     """Σ_{t: row t = r} Σ_b s[t, b] W[c, b] x[col t, c]: s [T, B], x [E, C], W [C, B] -> [R, C]."""
-    return _SpMM.apply(s, x, W, pattern)
+    if torch.jit.is_scripting():
+        return _plain_spmm(s, x, W, pattern)
+    else:
+        return _SpMM.apply(s, x, W, pattern)
 
 
 def spmm_t(s: Tensor, a: Tensor, W: Tensor, pattern: TripletPattern) -> Tensor:
     """Σ_{t: col t = e} Σ_b s[t, b] W[c, b] a[row t, c]: s [T, B], a [R, C], W [C, B] -> [E, C]."""
-    return _SpMMT.apply(s, a, W, pattern)
+    if torch.jit.is_scripting():
+        return _plain_spmm_t(s, a, W, pattern)
+    else:
+        return _SpMMT.apply(s, a, W, pattern)
 
 
 def sddmm(a: Tensor, x: Tensor, W: Tensor, pattern: TripletPattern) -> Tensor:
     """Σ_c a[row t, c] x[col t, c] W[c, b]: a [R, C], x [E, C], W [C, B] -> [T, B]."""
-    return _SDDMM.apply(a, x, W, pattern)
+    if torch.jit.is_scripting():
+        return _plain_sddmm(a, x, W, pattern)
+    else:
+        return _SDDMM.apply(a, x, W, pattern)
 
 
 def outer(s: Tensor, a: Tensor, x: Tensor, pattern: TripletPattern) -> Tensor:
     """Σ_t s[t, b] a[row t, c] x[col t, c]: s [T, B], a [R, C], x [E, C] -> [C, B]."""
-    return _Outer.apply(s, a, x, pattern)
+    if torch.jit.is_scripting():
+        return _plain_outer(s, a, x, pattern)
+    else:
+        return _Outer.apply(s, a, x, pattern)
+
+
+# The compiled forms (TorchScript takes the branches above): the same computations as the
+# fused forwards, out of place and unchunked, so that autograd differentiates them.
+
+
+def _plain_bags(index: Tensor, table: Tensor, offsets: Tensor, weights: Tensor, W: Tensor) -> Tensor:
+    W = W.to(table.dtype)
+    out = F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=weights[0]) * W[:, 0]
+    for b in range(1, W.shape[1]):
+        bag = F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=weights[b])
+        out = torch.addcmul(out, bag, W[:, b])
+    return out
+
+
+def _plain_spmm(s: Tensor, x: Tensor, W: Tensor, p: TripletPattern) -> Tensor:
+    return _plain_bags(p.col, x, p.row_offsets, s.t().to(x.dtype).contiguous(), W)
+
+
+def _plain_spmm_t(s: Tensor, a: Tensor, W: Tensor, p: TripletPattern) -> Tensor:
+    weights = s.index_select(0, p.col_order).t().to(a.dtype).contiguous()
+    return _plain_bags(p.col_rows, a, p.col_offsets, weights, W)
+
+
+def _plain_sddmm(a: Tensor, x: Tensor, W: Tensor, p: TripletPattern) -> Tensor:
+    return torch.mm(a.index_select(0, p.row) * x.index_select(0, p.col), W.to(a.dtype))
+
+
+def _plain_outer(s: Tensor, a: Tensor, x: Tensor, p: TripletPattern) -> Tensor:
+    return torch.mm((a.index_select(0, p.row) * x.index_select(0, p.col)).t(), s.to(a.dtype))
 
 
 __all__ = ["TripletPattern", "triplet_pattern", "spmm", "spmm_t", "sddmm", "outer"]
