@@ -16,7 +16,8 @@ import pytest
 import torch
 from ase import Atoms
 
-pytest.importorskip("metatomic.torch", reason="geognn.export needs metatomic-torch (the 'export' extra)")
+# geognn.export first: it imports metatensor safely after torch_geometric (see its _import_metatomic).
+pytest.importorskip("geognn.export", reason="geognn.export needs metatomic-torch (the 'export' extra)")
 metatomic_ase = pytest.importorskip("metatomic_ase", reason="the tests run exported models with metatomic-ase")
 
 from geognn.calculator import GeoGNNCalculator  # noqa: E402

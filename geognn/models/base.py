@@ -88,6 +88,15 @@ def element_index(atomic_numbers: Optional[Sequence[int]], max_atomic_number: in
     return index, len(known)
 
 
+def element_rows(index: Tensor, z: Tensor) -> Tensor:
+    """`species_of` for TorchScript (an exported model, whose engine already checked the elements):
+    the rows, with a plain error for an unknown element."""
+    species = index[z]
+    if bool((species < 0).any()):
+        raise ValueError("an element is not among this model's atomic_numbers")
+    return species
+
+
 def species_of(index: Tensor, z: Tensor, atomic_numbers: Optional[Sequence[int]]) -> Tensor:
     """Rows of the element table (`element_index`) for atomic numbers ``z``; unknown elements raise."""
     species = index[z]
@@ -152,6 +161,9 @@ class EnergyModel(nn.Module):
             names live in one place.
     """
 
+    # The config dataclass is Python-side only; TorchScript (geognn.export) would try to compile its
+    # generated __init__, whose source does not exist.
+    __jit_ignored_attributes__ = ["config"]
     Config: ClassVar[type] = EnergyModelConfig
     graph_builder: ClassVar[str] = "radius"
     uses_positions: ClassVar[bool] = True

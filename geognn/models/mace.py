@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from geognn.data import keys
 from geognn.models.base import (AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive,
-                                element_index, species_of)
+                                element_index, element_rows, species_of)
 from geognn.nn import SphericalEdgeEmbedding
 from geognn.nn.mace import MACEInteraction, MACEProductBlock, MACEReadout
 
@@ -138,9 +138,7 @@ class MACE(EnergyModel):
 
     def atomic_energies(self, z: Tensor, pos: Tensor, graph: AtomGraph) -> dict[str, Tensor]:
         if torch.jit.is_scripting():  # exported: the engine was told the model's elements (see geognn.export)
-            species = self.species_index[z]
-            if bool((species < 0).any()):
-                raise ValueError("an element is not among this model's atomic_numbers")
+            species = element_rows(self.species_index, z)
         else:
             species = species_of(self.species_index, z, self.config.atomic_numbers)
         one_hot = torch.nn.functional.one_hot(species, self._num_elements).to(pos.dtype)  # [N, S]
