@@ -88,6 +88,7 @@ class MetatomicEnergy(torch.nn.Module):
         types: List[Tensor] = []
         positions: List[Tensor] = []
         batch: List[Tensor] = []
+        atoms: List[Tensor] = []  # each atom's index within its system
         senders: List[Tensor] = []
         receivers: List[Tensor] = []
         offsets: List[Tensor] = []
@@ -100,6 +101,7 @@ class MetatomicEnergy(torch.nn.Module):
             types.append(system.types.to(torch.long))
             positions.append(system.positions)
             batch.append(torch.full((count,), index, dtype=torch.long, device=device))
+            atoms.append(torch.arange(count, device=device))
             receivers.append(pairs[:, 0].to(torch.long) + start)
             senders.append(pairs[:, 1].to(torch.long) + start)
             offsets.append(shift.to(system.positions.dtype) @ system.cell)  # rows of the cell: lattice vectors
@@ -116,7 +118,7 @@ class MetatomicEnergy(torch.nn.Module):
                           torch.cat(shifts), None)
         node_energy = self.model.node_energies(z, pos, graph)  # [N]
 
-        atom = torch.arange(start, device=device) - _first_atom(node_batch, len(systems))
+        atom = torch.cat(atoms)
         samples = torch.stack([node_batch, atom], dim=1).to(torch.int32)
         if selected_atoms is not None:  # domain decomposition: energies of this domain's atoms only
             chosen = selected_atoms.values.to(device).to(torch.long)  # [S, 2]: system, atom
@@ -136,14 +138,6 @@ class MetatomicEnergy(torch.nn.Module):
                                 properties=Labels(["energy"], torch.zeros((1, 1), dtype=torch.int32, device=device)))
         results["energy"] = TensorMap(Labels(["_"], torch.zeros((1, 1), dtype=torch.int32, device=device)), [block])
         return results
-
-
-def _first_atom(batch: Tensor, num_graphs: int) -> Tensor:
-    """For each atom, the index of its structure's first atom (``batch`` is sorted)."""
-    counts = torch.zeros(num_graphs, dtype=torch.long, device=batch.device).index_add(
-        0, batch, torch.ones_like(batch))
-    starts = torch.cumsum(counts, 0) - counts
-    return starts.index_select(0, batch)
 
 
 def to_metatomic(model: EnergyModel, atomic_types: Optional[Sequence[int]] = None, *, name: Optional[str] = None,

@@ -188,6 +188,20 @@ def test_selected_atoms_give_those_atoms_energies(name):
             assert float(values[0]) == pytest.approx(float(expected[[1, 3, 6]].sum()), abs=1e-12)
 
 
+def test_several_systems_in_one_call():
+    """Engines may pass several systems at once: per-atom energies are numbered within each system
+    and equal each structure's own."""
+    model = _model("schnet")
+    structures = _structures()[:2]
+    calculator = metatomic_ase.MetatomicCalculator(to_metatomic(model), check_consistency=True)
+    block = calculator.run_model(structures, {"energy": ModelOutput(unit="eV", sample_kind="atom")})["energy"].block()
+    expected = torch.cat([model(atoms_to_data(atoms, dtype=torch.float64))["node_energy"].detach()
+                          for atoms in structures])
+    numbering = [[k, i] for k, atoms in enumerate(structures) for i in range(len(atoms))]
+    assert block.samples.values.tolist() == numbering
+    assert torch.allclose(block.values.squeeze(-1), expected, rtol=0, atol=1e-12)
+
+
 def test_models_that_cannot_be_exported_are_refused():
     with pytest.raises(ValueError, match="bond graph"):
         to_metatomic(build_model("gcn"))
