@@ -3,6 +3,7 @@
     python examples/pimd_with_ipi.py runs/qm9_xtb_egnn                  # 8 beads, 2 force clients, 300 K
     python examples/pimd_with_ipi.py runs/qm9_xtb_egnn --beads 1        # classical NVT
     python examples/pimd_with_ipi.py model.pt --steps 2000 --clients 4  # a file from `geognn export`
+    python examples/pimd_with_ipi.py runs/qm9_xtb_egnn --client ase     # GeoGNNCalculator as the client
 
 i-PI (``pip install ipi``) integrates the ring polymer; the forces on its beads come from
 client processes that connect to it over a socket (here a Unix socket on this machine;
@@ -10,6 +11,11 @@ i-PI also listens on TCP, so clients can run on other machines). Each client is 
 Python driver with its metatomic back end (``i-pi-py_driver -m metatomic``) loading the
 exported model, so the clients need metatomic-torch but not geognn. i-PI hands the beads
 of each step to whichever clients are free, so two clients evaluate two beads at a time.
+
+``--client ase`` serves the forces the other way i-PI supports: each client is ASE's socket
+client (``ase.calculators.socketio.SocketClient``) around `GeoGNNCalculator`, loading the
+checkpoint itself (no export; the clients need geognn). The two routes give the same energies;
+the metatomic one is the route to engines other than i-PI (LAMMPS and the rest).
 
 A checkpoint (run folder or file from `geognn train`) is exported first; a ``.pt`` file
 already made by `geognn export` is used as it is. Without either, a freshly initialised
@@ -25,6 +31,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -99,15 +106,54 @@ def exported_model(source, folder: Path) -> Path:
     return export_checkpoint(source, target, overwrite=True)
 
 
-def run(source=None, *, workdir="runs/examples/ipi", beads=8, clients=2, steps=200, timestep=0.5,
-        temperature=300.0, tau=50.0, stride=10, seed=12345, timeout=600.0) -> dict:
-    """Run i-PI with ``clients`` metatomic driver processes; returns the properties it logged,
-    the bead positions it wrote every ``stride`` steps, and the exported model's path."""
+def ase_calculator(source=None):
+    """`GeoGNNCalculator` for a checkpoint (run folder or file), or for the untrained EGNN (None)."""
+    from geognn.calculator import GeoGNNCalculator
+
+    if source is None:
+        return GeoGNNCalculator(stand_in())
+    return GeoGNNCalculator.from_checkpoint(source, dtype=torch.float64)
+
+
+def serve(address: str, source=None) -> None:
+    """One ASE socket client: connect to i-PI's Unix socket ``/tmp/ipi_<address>`` and answer its
+    force requests with `GeoGNNCalculator` until i-PI ends the run."""
+    from ase.calculators.socketio import SocketClient
+
+    atoms = read("init.xyz")  # the molecule i-PI moves (species and order); i-PI sends the positions
+    atoms.pbc = False
+    atoms.calc = ase_calculator(source)
+    SocketClient(unixsocket=address).run(atoms)
+
+
+def run(source=None, *, workdir="runs/examples/ipi", beads=8, clients=2, client="metatomic", steps=200,
+        timestep=0.5, temperature=300.0, tau=50.0, stride=10, seed=12345, timeout=600.0) -> dict:
+    """Run i-PI with ``clients`` force-client processes, each i-PI's metatomic driver on the exported
+    model (``client="metatomic"``) or ASE's socket client around `GeoGNNCalculator` (``"ase"``);
+    returns the properties i-PI logged, the bead positions it wrote every ``stride`` steps, and the
+    model the clients served."""
+    if client not in ("metatomic", "ase"):
+        raise ValueError(f"client must be 'metatomic' or 'ase', not {client!r}")
     if shutil.which("i-pi") is None or shutil.which("i-pi-py_driver") is None:
         raise RuntimeError("i-PI is not installed: pip install ipi")
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
-    model = exported_model(source, folder)
+    if client == "metatomic":
+        model = exported_model(source, folder)
+        driver = ["i-pi-py_driver", "-u", "-a", "{address}", "-m", "metatomic",
+                  "-o", f"template=init.xyz,model={model.name}"]
+    else:
+        model = None if source is None else Path(source).resolve()
+        if model is not None and model.is_file():
+            from geognn.models import load_checkpoint
+
+            try:
+                load_checkpoint(model)
+            except Exception as error:
+                raise ValueError(f"{model} is not a geognn checkpoint; an exported model runs with "
+                                 f"client='metatomic'") from error
+        driver = [sys.executable, str(Path(__file__).resolve()), "--serve", "{address}"]
+        driver += [] if model is None else [str(model)]
     atoms = read(SAMPLE, index=5)  # C7H10N2 at its QM9 geometry
     atoms.center()
     atoms.positions += BOX / 2 - atoms.positions.mean(axis=0)
@@ -132,8 +178,7 @@ def run(source=None, *, workdir="runs/examples/ipi", beads=8, clients=2, steps=2
             if server.poll() is not None or time.perf_counter() - start > timeout:
                 raise RuntimeError(f"i-PI did not start; see {folder / 'ipi.log'}")
             time.sleep(0.1)
-        driver = ["i-pi-py_driver", "-u", "-a", address, "-m", "metatomic",
-                  "-o", f"template=init.xyz,model={model.name}"]
+        driver = [part.format(address=address) for part in driver]
         environment = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core per client: they run side by side
         for k in range(clients):
             workers.append(subprocess.Popen(driver, cwd=folder, stdout=open(folder / f"client{k}.log", "w"),
@@ -185,6 +230,10 @@ def geognn_potentials(result: dict, model=None) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="checkpoint, run folder or exported .pt (default: untrained EGNN)")
+    parser.add_argument("--client", default="metatomic", choices=["metatomic", "ase"],
+                        help="force clients: i-PI's metatomic driver on the exported model, or ASE's socket "
+                             "client around GeoGNNCalculator")
+    parser.add_argument("--serve", metavar="ADDRESS", help=argparse.SUPPRESS)  # run as one ASE client
     parser.add_argument("--beads", type=int, default=8, help="ring-polymer beads (1: classical NVT)")
     parser.add_argument("--clients", type=int, default=2, help="force-client processes")
     parser.add_argument("--steps", type=int, default=200)
@@ -192,11 +241,14 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
     parser.add_argument("--workdir", default="runs/examples/ipi")
     args = parser.parse_args()
-    result = run(args.model, workdir=args.workdir, beads=args.beads, clients=args.clients, steps=args.steps,
-                 timestep=args.timestep, temperature=args.temperature)
+    if args.serve:
+        return serve(args.serve, args.model)
+    result = run(args.model, workdir=args.workdir, beads=args.beads, clients=args.clients, client=args.client,
+                 steps=args.steps, timestep=args.timestep, temperature=args.temperature)
     props = result["properties"]
     half = len(props["step"]) // 2
-    print(f"i-PI: {args.steps} steps of {args.beads} bead(s), {args.clients} clients, {result['wall_time']:.1f} s")
+    print(f"i-PI: {args.steps} steps of {args.beads} bead(s), {args.clients} {args.client} clients, "
+          f"{result['wall_time']:.1f} s")
     print(f"centroid temperature (second half): {props['centroid_temperature'][half:].mean():.1f} K "
           f"(target {args.temperature} K)")
     print(f"potential energy: {props['potential'][0]:.6f} eV at step 0, {props['potential'][-1]:.6f} eV at the end")

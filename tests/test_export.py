@@ -289,3 +289,20 @@ def test_ipi_runs_geognn_through_metatomic(ipi_example, tmp_path, beads, clients
     theirs = properties["potential"][:: result["stride"]][: len(ours)]
     assert len(ours) == steps // result["stride"] + 1
     assert np.allclose(ours, theirs, rtol=1e-6, atol=1e-6), np.abs(ours - theirs).max()
+
+
+def test_ipi_runs_geognn_through_ase_socket_clients(ipi_example, tmp_path):
+    """The other route: two ASE socket clients around GeoGNNCalculator serve 4 beads; i-PI's
+    energies equal geognn's, and i-PI accepted both clients."""
+    steps = 40
+    result = ipi_example["run"](workdir=tmp_path, beads=4, clients=2, client="ase", steps=steps, tau=10.0,
+                                stride=20, timeout=120.0)
+    properties = result["properties"]
+    assert properties["step"][-1] == steps
+    ours = ipi_example["geognn_potentials"](result)
+    theirs = properties["potential"][:: result["stride"]][: len(ours)]
+    assert len(ours) == steps // result["stride"] + 1
+    assert np.allclose(ours, theirs, rtol=1e-6, atol=1e-6), np.abs(ours - theirs).max()
+    assert (tmp_path / "ipi.log").read_text().count("Handshaking was successful") == 2
+    with pytest.raises(ValueError, match="client must be"):
+        ipi_example["run"](workdir=tmp_path, client="lammps")
