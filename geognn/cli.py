@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     train.set_defaults(handler=_train)
 
-    comparison = commands.add_parser("compare", help="train several models under one recipe and print a leaderboard")
+    comparison = commands.add_parser("compare", help="train several models under one recipe (optionally over training-set "
+                                     "sizes, after an equal-budget search) and print the report")
     comparison.add_argument("recipe", help="a recipe with 'models:' (label -> options) and 'seeds:' (see train/compare_*.yaml)")
     comparison.add_argument("--run-dir", help="override log.run_dir (the folder of runs and leaderboard)")
     comparison.add_argument("--device", help="cpu, cuda, cuda:N or auto (override the recipe)")
@@ -245,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     comparison.add_argument("--no-measure", action="store_true", help="skip the inference speed and memory runs")
     comparison.add_argument("--rerun-changed", action="store_true",
-                            help="train again the runs made under another recipe (their folders are kept, "
-                                 "renamed seedS.replaced-N); without it such runs are refused")
+                            help="train again the runs (and search again the studies) made under another recipe "
+                                 "(their folders are kept, renamed seedS.replaced-N); without it they are refused")
     comparison.set_defaults(handler=_compare)
 
     express = commands.add_parser("expressivity", help="which models separate which synthetic structure pairs")

@@ -20,9 +20,19 @@ option...) is refused before anything trains, with the settings that changed, un
 trains it again. Settings that change how a run is watched or stored, not what it computes
 (`NOT_RESULT_SETTINGS`), do not count.
 
-The leaderboard (``leaderboard.md``, ``.csv`` and ``.png`` in ``RUN_DIR``) lists per model the
-parameters, the test MAE (mean ± std over seeds), the training time, inference throughput (mean
-over seeds) and peak memory (median over seeds). Throughput and memory are measured after
+Optional keys: ``train_sizes`` (a learning curve: every model × size × seed, runs in
+``RUN_DIR/LABEL/nN/seedS`` training on the first n structures of the split's training part, the
+budget per size by ``size_budget``: ``epochs`` or ``steps``), ``search`` with per-model
+``search:`` spaces (`geognn.training.search`: an equal-budget Optuna search whose best values
+every run then trains with), ``rank_by`` (``energy_mae`` or ``forces_mae``, the default when
+forces are trained) and ``bootstrap_samples``. Models that cannot give the trained forces are
+left out with the reason.
+
+The report (`geognn.training.report`: ``report.md``, ``leaderboard.md``, ``.csv``, ``.png``,
+``learning_curve.png``, ``search_history.png`` in ``RUN_DIR``) lists per model the parameters,
+the test MAE (mean ± std over seeds), the training time, inference throughput (mean over seeds)
+and peak memory (median over seeds), with paired bootstrap statistics between the models on
+their per-structure test errors. Throughput and memory are measured after
 training in a fresh process per run (``python -m geognn.training.compare --measure CHECKPOINT``)
 the same way every time (`MEASURE_METHOD`, stored in ``measured.json``; a run measured another
 way is measured again). Budgets given in epochs or steps reproduce the same numbers on a rerun
@@ -31,12 +41,10 @@ with the same seeds; a ``max_minutes`` budget depends on the machine's speed.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import gc
 import json
 import math
-import statistics
 import subprocess
 import sys
 import time
@@ -46,25 +54,72 @@ from typing import Optional, Union
 
 import torch
 
-from geognn.data.units import display_unit
-from geognn.training.config import ConfigError, ModelSection, TrainConfig, from_dict, load_config
+from geognn.training.config import ConfigError, ModelSection, TrainConfig, from_dict
+from geognn.training.report import summarize, write_leaderboard, write_report, write_structure_errors
 from geognn.training.runlog import read_log
+
+
+SIZE_BUDGETS = ("epochs", "steps")
+RANK_METRICS = ("energy_mae", "forces_mae")
 
 
 @dataclass
 class CompareConfig:
-    """A comparison: the shared training recipe, the models (label -> `ModelSection`) and the seeds."""
+    """A comparison: the shared training recipe, the models (label -> `ModelSection`) and the seeds;
+    optionally training-set sizes (a learning curve), search spaces (label -> `parse_space`) with
+    their shared `SearchSettings`, and what the report ranks by.
+
+    ``tuned`` holds the searched values each model trains with (label -> values; set by `compare`
+    from the search's best trials), ``left_out`` the models refused with the reason."""
 
     base: TrainConfig
     models: dict = field(default_factory=dict)
     seeds: list = field(default_factory=lambda: [0])
+    train_sizes: Optional[list] = None
+    size_budget: str = "epochs"
+    rank_by: Optional[str] = None
+    bootstrap_samples: int = 10000
+    search: Optional[object] = None  # SearchSettings
+    spaces: dict = field(default_factory=dict)
+    tuned: dict = field(default_factory=dict)
+    left_out: dict = field(default_factory=dict)
 
-    def run_dir(self, label: str, seed: int) -> Path:
-        return Path(self.base.log.run_dir) / label / f"seed{seed}"
+    def largest_size(self) -> Optional[int]:
+        return max(self.train_sizes) if self.train_sizes else None
 
-    def run_config(self, label: str, seed: int) -> TrainConfig:
-        log = replace(self.base.log, run_dir=str(self.run_dir(label, seed)))
-        return replace(self.base, model=self.models[label], seed=seed, log=log)
+    def sizes(self) -> list:
+        """The training-set sizes run, smallest first ([None]: the recipe's whole training split)."""
+        return sorted(self.train_sizes) if self.train_sizes else [None]
+
+    def runs(self) -> list[tuple]:
+        """Every (label, seed, size) of the comparison, in training order."""
+        return [(label, seed, size) for label in self.models for size in self.sizes() for seed in self.seeds]
+
+    def run_dir(self, label: str, seed: int, size: Optional[int] = None) -> Path:
+        folder = Path(self.base.log.run_dir) / label
+        return (folder if size is None else folder / f"n{size}") / f"seed{seed}"
+
+    def run_config(self, label: str, seed: int, size: Optional[int] = None, tuned: bool = True) -> TrainConfig:
+        """The recipe of one run: the shared one with this model, seed and training-set size (its
+        budget per `size_budget`) and, unless ``tuned`` is False, the model's searched values."""
+        log = replace(self.base.log, run_dir=str(self.run_dir(label, seed, size)))
+        config = replace(self.base, model=self.models[label], seed=seed, log=log)
+        if size is not None:
+            optim = config.optim
+            if self.size_budget == "steps":  # the same optimizer steps at every size
+                optim = replace(optim, max_epochs=10**9)
+            config = replace(config, data=replace(config.data, train_size=size), optim=optim)
+        if tuned and self.tuned.get(label):
+            from geognn.training.search import with_values
+
+            config = with_values(config, self.tuned[label])
+        return config
+
+    def metric(self) -> str:
+        """What the report ranks by: ``rank_by``, else force MAE when forces are trained."""
+        if self.rank_by is not None:
+            return self.rank_by
+        return "forces_mae" if self.base.loss.forces_weight > 0 else "energy_mae"
 
 
 def parse_compare(mapping) -> CompareConfig:
@@ -78,17 +133,37 @@ def parse_compare(mapping) -> CompareConfig:
         raise ConfigError("a comparison recipe names its models under 'models' (label -> options), not 'model'")
     models_raw = mapping.pop("models", None)
     seeds = mapping.pop("seeds", [0])
+    train_sizes = mapping.pop("train_sizes", None)
+    size_budget = mapping.pop("size_budget", "epochs")
+    rank_by = mapping.pop("rank_by", None)
+    bootstrap_samples = mapping.pop("bootstrap_samples", 10000)
+    search_raw = mapping.pop("search", None)
     if not isinstance(models_raw, dict) or not models_raw:
         raise ConfigError("models: give a mapping from labels (names in MODELS) to their options")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds: {seeds} repeats a seed")
-    models = {}
+    if train_sizes is not None and (not isinstance(train_sizes, list) or not train_sizes or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in train_sizes)):
+        raise ConfigError(f"train_sizes: expected a non-empty list of positive structure counts, got {train_sizes!r}")
+    if train_sizes is not None and len(set(train_sizes)) != len(train_sizes):
+        raise ConfigError(f"train_sizes: {train_sizes} repeats a size")
+    if size_budget not in SIZE_BUDGETS:
+        raise ConfigError(f"size_budget must be epochs (optim.max_epochs at every size) or steps (optim.max_steps "
+                          f"at every size); got {size_budget!r}")
+    if rank_by is not None and rank_by not in RANK_METRICS:
+        raise ConfigError(f"rank_by must be one of {', '.join(RANK_METRICS)}; got {rank_by!r}")
+    if not isinstance(bootstrap_samples, int) or bootstrap_samples < 100:
+        raise ConfigError(f"bootstrap_samples: expected an integer of at least 100, got {bootstrap_samples!r}")
+    models, spaces_raw = {}, {}
     for label, value in models_raw.items():
         value = {} if value is None else value
         if not isinstance(value, dict):
             raise ConfigError(f"models.{label}: expected a mapping of options, got {value!r}")
+        if "search" in value:
+            value = dict(value)
+            spaces_raw[str(label)] = value.pop("search")
         if "name" in value:
             section = from_dict(ModelSection, value, f"models.{label}")
         else:
@@ -100,7 +175,37 @@ def parse_compare(mapping) -> CompareConfig:
     base = from_dict(TrainConfig, mapping)
     if not base.log.run_dir:
         raise ConfigError("log.run_dir: the comparison needs a folder for its runs and leaderboard")
-    return CompareConfig(base, models, list(seeds))
+    if train_sizes is not None and size_budget == "epochs" and base.optim.max_steps is not None:
+        raise ConfigError("size_budget: epochs trains optim.max_epochs at every training-set size; remove "
+                          "optim.max_steps, or set size_budget: steps")
+    if train_sizes is not None and size_budget == "steps" and base.optim.max_steps is None:
+        raise ConfigError("size_budget: steps trains optim.max_steps at every training-set size; set optim.max_steps")
+    if rank_by == "forces_mae" and base.loss.forces_weight == 0:
+        raise ConfigError("rank_by: forces_mae needs force training (loss.forces_weight > 0)")
+    config = CompareConfig(base, models, list(seeds), train_sizes=train_sizes, size_budget=size_budget,
+                           rank_by=rank_by, bootstrap_samples=bootstrap_samples)
+    return _with_search(config, search_raw, spaces_raw)
+
+
+def _with_search(config: CompareConfig, search_raw, spaces_raw: dict) -> CompareConfig:
+    """The comparison with its search settings and spaces, each space checked against the recipe."""
+    from geognn.training.search import SearchSettings, first_values, parse_space, with_values
+
+    if search_raw is None and not spaces_raw:
+        return config
+    if search_raw is None:
+        raise ConfigError(f"models.{next(iter(spaces_raw))}.search: a search space needs the top-level 'search:' "
+                          "section (trials and per-trial budget, the same for every model)")
+    settings = from_dict(SearchSettings, search_raw, "search")
+    if not spaces_raw:
+        raise ConfigError("search: no model has a search space; give models.LABEL.search (options -> ranges or choices)")
+    spaces = {label: parse_space(label, config.models[label].name, raw) for label, raw in spaces_raw.items()}
+    for label, space in spaces.items():
+        try:
+            with_values(config.run_config(label, config.seeds[0]), first_values(space))
+        except ConfigError as err:
+            raise ConfigError(f"models.{label}.search: {err}") from None
+    return replace(config, search=settings, spaces=spaces)
 
 
 def load_compare(path) -> CompareConfig:
@@ -119,7 +224,8 @@ def load_compare(path) -> CompareConfig:
 
 
 def run_all(config: CompareConfig, measure: bool = True, log=print, rerun_changed: bool = False) -> list[dict]:
-    """Train every (model, seed) not finished yet, measure it, and return one row per run.
+    """Train every (model, size, seed) not finished yet, measure it, and return one row per run
+    (runs at the largest training-set size are measured; the smaller sizes only give errors).
 
     Raises:
         FileExistsError: a run folder holds a run made under another recipe and ``rerun_changed``
@@ -132,23 +238,56 @@ def run_all(config: CompareConfig, measure: bool = True, log=print, rerun_change
     changed = changed_runs(config)  # and a folder of another recipe, before anything trains
     if changed and not rerun_changed:
         raise FileExistsError(_changed_message(config, changed))
-    for (label, seed), changes in changed.items():
-        old = _move_aside(config.run_dir(label, seed))
-        log(f"{label} seed {seed}: made under another recipe ({', '.join(changes)}); moved to {old}, training again")
+    for (label, seed, size), changes in changed.items():
+        old = _move_aside(config.run_dir(label, seed, size))
+        log(f"{_run_name(label, seed, size)}: made under another recipe ({', '.join(changes)}); moved to {old}, "
+            "training again")
     rows = []
-    for label in config.models:
-        for seed in config.seeds:
-            run_dir = config.run_dir(label, seed)
-            if (run_dir / "test_metrics.json").exists():
-                log(f"{label} seed {seed}: finished already ({run_dir})")
-            else:
-                resume = (run_dir / "last.pt").exists()
-                log(f"{label} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
-                result = fit(config.run_config(label, seed), resume=resume)
-                if result.stopped == "interrupted":
-                    raise KeyboardInterrupt(f"interrupted; rerun the comparison to resume {run_dir}")
-            rows.append(run_row(label, seed, run_dir, config.base.device, measure))
+    for label, seed, size in config.runs():
+        run_dir = config.run_dir(label, seed, size)
+        if (run_dir / "test_metrics.json").exists():
+            log(f"{_run_name(label, seed, size)}: finished already ({run_dir})")
+        else:
+            resume = (run_dir / "last.pt").exists()
+            log(f"{_run_name(label, seed, size)}: {'resuming' if resume else 'training'} in {run_dir}")
+            result = fit(config.run_config(label, seed, size), resume=resume)
+            if result.stopped == "interrupted":
+                raise KeyboardInterrupt(f"interrupted; rerun the comparison to resume {run_dir}")
+        row = run_row(label, seed, run_dir, config.base.device, measure and size == config.largest_size())
+        rows.append({**row, "train_size": size})
     return rows
+
+
+def _run_name(label: str, seed: int, size: Optional[int]) -> str:
+    return f"{label} seed {seed}" if size is None else f"{label} n={size} seed {seed}"
+
+
+def refusing_forces(config: CompareConfig) -> dict:
+    """label -> why, for the models that cannot give the forces (or stress) the recipe trains."""
+    from geognn.training.trainer import check_model_and_loss
+
+    refused = {}
+    for label in config.models:
+        try:
+            check_model_and_loss(config.run_config(label, config.seeds[0], tuned=False))
+        except ConfigError as err:
+            refused[label] = str(err)
+    return refused
+
+
+def without_refusing(config: CompareConfig, log=print) -> CompareConfig:
+    """The comparison without the models that refuse the recipe's force (stress) term, each left
+    out with its reason (in ``left_out``, and in the report), instead of failing the comparison."""
+    refused = refusing_forces(config)
+    if not refused:
+        return config
+    if len(refused) == len(config.models):
+        raise ConfigError(f"no model of the comparison can train this loss: {next(iter(refused.values()))}")
+    for label, reason in refused.items():
+        log(f"{label}: left out ({reason})")
+    return replace(config, models={k: v for k, v in config.models.items() if k not in refused},
+                   spaces={k: v for k, v in config.spaces.items() if k not in refused},
+                   left_out={**config.left_out, **refused})
 
 
 # Settings that change how a run is watched or where it is kept, not what it computes: a run made
@@ -160,23 +299,22 @@ _NOT_SET = object()
 
 
 def changed_runs(config: CompareConfig) -> dict:
-    """(label, seed) -> the recipe changes (``"optim.lr: 0.001 -> 0.0005"``) of every existing run
+    """(label, seed, size) -> the recipe changes (``"optim.lr: 0.001 -> 0.0005"``) of every existing run
     (finished or interrupted) whose ``config.yaml`` differs from the recipe it would be run with now."""
     import yaml
 
     changed = {}
-    for label in config.models:
-        for seed in config.seeds:
-            run_dir = config.run_dir(label, seed)
-            if not _has_run(run_dir):
-                continue
-            stored = run_dir / "config.yaml"
-            if not stored.exists():
-                changed[(label, seed)] = ["no config.yaml (the recipe that made it is unknown)"]
-                continue
-            changes = recipe_changes(yaml.safe_load(stored.read_text()) or {}, config.run_config(label, seed))
-            if changes:
-                changed[(label, seed)] = changes
+    for label, seed, size in config.runs():
+        run_dir = config.run_dir(label, seed, size)
+        if not _has_run(run_dir):
+            continue
+        stored = run_dir / "config.yaml"
+        if not stored.exists():
+            changed[(label, seed, size)] = ["no config.yaml (the recipe that made it is unknown)"]
+            continue
+        changes = recipe_changes(yaml.safe_load(stored.read_text()) or {}, config.run_config(label, seed, size))
+        if changes:
+            changed[(label, seed, size)] = changes
     return changed
 
 
@@ -246,16 +384,16 @@ def _changed_message(config: CompareConfig, changed: dict) -> str:
     for run, changes in changed.items():
         for change in changes:
             runs_of.setdefault(change, []).append(run)
-    existing = [(label, seed) for label in config.models for seed in config.seeds
-                if _has_run(config.run_dir(label, seed))]
+    existing = [run for run in config.runs() if _has_run(config.run_dir(*run))]
 
     def which(runs):
         if runs == existing and len(existing) > 1:
             return "every run"
-        labels = dict.fromkeys(label for label, _ in runs)
+        labels = dict.fromkeys(label for label, _, _ in runs)
+        every = len(config.seeds) * len(config.sizes())
         return ", ".join(
-            label if [seed for lab, seed in runs if lab == label] == list(config.seeds)
-            else f"{label} seed {'/'.join(str(seed) for lab, seed in runs if lab == label)}"
+            label if sum(lab == label for lab, _, _ in runs) == every
+            else ", ".join(_run_name(*run) for run in runs if run[0] == label)
             for label in labels)
 
     what = "; ".join(f"{change} ({which(runs)})" for change, runs in runs_of.items())
@@ -290,6 +428,8 @@ def run_row(label: str, seed: int, run_dir: Path, device: str, measure: bool) ->
         "best_step": metrics["step"],
         "run_dir": str(run_dir),
     }
+    if not (run_dir / "test_errors.csv").exists():
+        write_structure_errors(run_dir)  # the per-structure errors the paired statistics use
     measured_path = run_dir / "measured.json"
     measured = json.loads(measured_path.read_text()) if measured_path.exists() else None
     threads = torch.get_num_threads()
@@ -409,124 +549,26 @@ def _peak_rss_mb(start: Optional[float]) -> float:
     return peak - start if start is not None else peak
 
 
-# ------------------------------------------------------------------------------------ leaderboard
-
-
-def summarize(rows: list[dict]) -> list[dict]:
-    """One line per model, best first: the mean (and sample std) over its seeds of the test MAEs,
-    training time and throughput, and the median of the peak memory (robust to one run's
-    allocator having kept more)."""
-    summary = []
-    for label in dict.fromkeys(row["model"] for row in rows):
-        runs = [row for row in rows if row["model"] == label]
-        maes = [row["energy_mae"] for row in runs]
-        forces = [row["forces_mae"] for row in runs if row.get("forces_mae") is not None]
-        summary.append({
-            "model": label,
-            "parameters": runs[0]["parameters"],
-            "seeds": len(runs),
-            "unit": runs[0]["unit"],
-            "energy_mae": _mean(maes),
-            "energy_mae_std": _std(maes),
-            "forces_mae": _mean(forces) if forces else None,
-            "forces_mae_std": _std(forces) if forces else None,
-            "train_s": _mean([row["train_s"] for row in runs]),
-            "inference_per_s": _mean([row.get("inference_per_s", math.nan) for row in runs]),
-            "peak_memory_mb": _median([row.get("peak_memory_mb", math.nan) for row in runs]),
-        })
-    key = "forces_mae" if all(s["forces_mae"] is not None for s in summary) else "energy_mae"
-    return sorted(summary, key=lambda s: s[key])
-
-
-def _mean(values) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
-def _median(values) -> float:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return statistics.median(values) if values else math.nan
-
-
-def _std(values) -> float:
-    if len(values) < 2:
-        return math.nan
-    mean = _mean(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def _scaled(value: Optional[float], unit: str) -> tuple[float, str]:
-    scale, shown = display_unit(unit)
-    return (value * scale if value is not None else math.nan), shown
-
-
-def write_leaderboard(rows: list[dict], out: Union[str, Path]) -> list[Path]:
-    """``leaderboard.md``, ``leaderboard.csv`` (one line per run) and ``leaderboard.png``."""
-    out = Path(out)
-    summary = summarize(rows)
-    unit = summary[0]["unit"]
-    _, shown = _scaled(0.0, unit)
-    with_forces = all(s["forces_mae"] is not None for s in summary)
-    header = ["rank", "model", "parameters", f"test MAE ({shown})"]
-    if with_forces:
-        header.append(f"test force MAE ({shown}/Å)")
-    header += ["training time (s)", "inference (structures/s)", "peak memory (MB, median)", "seeds"]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + " |"]
-    for rank, s in enumerate(summary, 1):
-        mae, _ = _scaled(s["energy_mae"], unit)
-        std, _ = _scaled(s["energy_mae_std"], unit)
-        cells = [str(rank), s["model"], f"{s['parameters']:,}", _pm(mae, std)]
-        if with_forces:
-            fmae, _ = _scaled(s["forces_mae"], unit)
-            fstd, _ = _scaled(s["forces_mae_std"], unit)
-            cells.append(_pm(fmae, fstd))
-        cells += [f"{s['train_s']:.0f}", f"{s['inference_per_s']:.0f}", f"{s['peak_memory_mb']:.0f}", str(s["seeds"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    md = out / "leaderboard.md"
-    md.write_text("\n".join(lines) + "\n")
-    table = out / "leaderboard.csv"
-    fields = ["model", "seed", "parameters", "unit", "energy_mae", "forces_mae", "train_s", "steps", "best_step",
-              "inference_per_s", "peak_memory_mb", "device", "run_dir"]
-    with open(table, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return [md, table, _plot(rows, out / "leaderboard.png", unit)]
-
-
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
-
-
-def _plot(rows: list[dict], path: Path, unit: str) -> Path:
-    from geognn.training.plots import _pyplot, _save, plain_log_axis, plain_time_axis
-
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for k, label in enumerate(dict.fromkeys(row["model"] for row in rows)):
-        runs = [row for row in rows if row["model"] == label]
-        values = [_scaled(row["energy_mae"], unit)[0] for row in runs]
-        axis.scatter([row["train_s"] for row in runs], values, label=label, color=f"C{k % 10}", s=40)
-    axis.set_xlabel("training time (s)")
-    axis.set_ylabel(f"test MAE ({_scaled(0.0, unit)[1]})")
-    # Equal time budgets land within a fraction of a second of each other: an axis from 0 shows
-    # them as equal instead of spreading noise over the width.
-    plain_time_axis(axis.xaxis, [row["train_s"] for row in rows])
-    plain_log_axis(axis.yaxis, [_scaled(row["energy_mae"], unit)[0] for row in rows])
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    return _save(plt, figure, "test MAE against training time, one point per run", path)
-
-
 def compare(config: Union[CompareConfig, str, Path], measure: bool = True, log=print,
             rerun_changed: bool = False) -> tuple[list[dict], list[Path]]:
-    """Run (or finish) a comparison and write its leaderboard; returns the rows and the files.
+    """Run (or finish) a comparison and write its report; returns the rows and the files.
 
-    ``rerun_changed``: a run made under another recipe is moved aside and trained again (without
-    it, such a run is refused with a `FileExistsError` naming what changed)."""
+    In order: models that cannot give the trained forces are left out (with the reason, in the
+    report); each model's search, if the recipe has one, runs (or resumes) and its best values
+    become the model's settings; every run is trained (or resumed); the report is written.
+
+    ``rerun_changed``: a run or search made under another recipe is moved aside and redone
+    (without it, such a run is refused with a `FileExistsError` naming what changed)."""
     if not isinstance(config, CompareConfig):
         config = load_compare(config)
+    config = without_refusing(config, log)
+    if config.search is not None:
+        from geognn.training.search import search_all
+
+        best = search_all(config, log=log, rerun_changed=rerun_changed)
+        config = replace(config, tuned={label: found["values"] for label, found in best.items()})
     rows = run_all(config, measure=measure, log=log, rerun_changed=rerun_changed)
-    return rows, write_leaderboard(rows, config.base.log.run_dir)
+    return rows, write_report(config, rows)
 
 
 def _main(argv=None) -> int:
@@ -550,5 +592,6 @@ if __name__ == "__main__":
     sys.exit(_main())
 
 
-__all__ = ["CompareConfig", "parse_compare", "load_compare", "compare", "run_all", "write_leaderboard",
-           "summarize", "measure_inference", "changed_runs", "recipe_changes", "NOT_RESULT_SETTINGS"]
+__all__ = ["CompareConfig", "parse_compare", "load_compare", "compare", "run_all", "write_leaderboard", "write_report",
+           "summarize", "measure_inference", "changed_runs", "recipe_changes", "refusing_forces", "without_refusing",
+           "NOT_RESULT_SETTINGS"]

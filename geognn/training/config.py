@@ -43,6 +43,10 @@ class DataSection:
     (the dataset must record groups: QM9-xTB does, ASE files with
     ``options.group_by``); sizes then count structures and each part gets
     whole molecules until it is full. Null splits structure by structure.
+    ``train_size`` then trains on the first that many structures of the
+    training part only (in the split's seeded order, so smaller sizes are
+    subsets of larger ones; whole molecules with ``split_by: molecule``),
+    validation and test unchanged: the points of a learning curve.
 
     ``batch_size`` is per process: with DDP over P processes each optimizer
     step sees P × batch_size structures.
@@ -60,6 +64,7 @@ class DataSection:
     split_by: Optional[str] = None
     subset: Optional[int] = None
     subset_seed: int = 0
+    train_size: Optional[int] = None
     batch_size: int = 32
     eval_batch_size: Optional[int] = None
     num_workers: int = 0
@@ -74,6 +79,8 @@ class DataSection:
             raise ConfigError(f"data.batch_size must be at least 1, got {self.batch_size}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ConfigError(f"data.eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ConfigError(f"data.train_size must be a positive number of structures, got {self.train_size}")
         if self.subset is not None and self.subset < 1:
             raise ConfigError(f"data.subset must be a positive number of structures, got {self.subset}")
 

@@ -107,7 +107,27 @@ def load_splits(section: DataSection, dtype: torch.dtype):
         raise ConfigError(f"data.split must give non-empty train and validation parts (and optionally test); got {split}")
     if len(parts) == 2:
         parts.append(dataset.index_select(torch.zeros(0, dtype=torch.long)))
+    if section.train_size is not None:
+        parts[0] = _first_structures(parts[0], section)
     return dataset, parts, target_of(dataset, section)
+
+
+def _first_structures(train, section: DataSection):
+    """The first ``section.train_size`` structures of the training part, which lists them in a
+    seeded random order. Split by molecule (the part then lists them by index): whole molecules
+    in a seeded random order until at least that many structures are in."""
+    size = section.train_size
+    if size > len(train):
+        raise ConfigError(f"data.train_size={size} but the training split holds only {len(train)} structures")
+    if section.split_by != "molecule":
+        return train.index_select(torch.arange(size))
+    groups = train.structure_values(keys.GROUP).reshape(-1)
+    unique, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+    order = torch.randperm(unique.numel(), generator=torch.Generator().manual_seed(section.split_seed))
+    taken = int(torch.searchsorted(torch.cumsum(counts[order], 0), size)) + 1  # molecules until >= size
+    keep = torch.zeros(unique.numel(), dtype=torch.bool)
+    keep[order[:taken]] = True
+    return train.index_select(torch.nonzero(keep[inverse]).reshape(-1))
 
 
 def describe(section: DataSection) -> str:

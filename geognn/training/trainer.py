@@ -59,7 +59,8 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class FitResult:
-    """What `fit` returns. ``stopped``: finished, early_stopping, time_limit or interrupted."""
+    """What `fit` returns. ``stopped``: finished, early_stopping, time_limit, interrupted, or the
+    reason a callback gave `Trainer.request_stop` (``pruned`` for a hopeless search trial)."""
 
     run_dir: Path
     step: int
@@ -133,6 +134,7 @@ class Trainer(CheckpointMixin):
         self.last_path, self.best_path = self.run_dir / "last.pt", self.run_dir / "best.pt"
         self.is_main = self.dist.rank == 0
         self.stop_requested = False
+        self.stop_reason: Optional[str] = None  # set by a callback through request_stop
         self._check_run_dir(resume)
 
         torch.manual_seed(config.seed)
@@ -377,6 +379,11 @@ class Trainer(CheckpointMixin):
                 f"test {len(self.test_set):,} structures{split}, target {self.target.name} ({self.target.unit}); "
                 f"{budget}{start}; run folder {self.run_dir}")
 
+    def request_stop(self, reason: str) -> None:
+        """For callbacks: end the run after this step, as ``stopped=reason`` (validated, ``last.pt``
+        written, then tested unless `fit` was told not to)."""
+        self.stop_reason = reason
+
     def _should_stop(self) -> Optional[str]:
         optim = self.config.optim
         flag = torch.tensor([float(self.stop_requested)], device=self.device)
@@ -390,7 +397,7 @@ class Trainer(CheckpointMixin):
             return "time_limit"
         return None
 
-    def run(self) -> FitResult:
+    def run(self, test: bool = True) -> FitResult:
         config = self.config
         self._started = time.perf_counter()
         previous_handlers = self._install_signal_handlers()
@@ -445,6 +452,9 @@ class Trainer(CheckpointMixin):
                         self.save_last()
                     for callback in self.callbacks:
                         callback(self)
+                    if stopped is None and self.stop_reason is not None:
+                        stopped = self.stop_reason
+                        self.save_last()
                     if stopped is not None:
                         break
             if stopped != "interrupted" and self.last_eval_step != self.step:
@@ -457,7 +467,7 @@ class Trainer(CheckpointMixin):
                 signal.signal(sig, handler)
         result = FitResult(self.run_dir, self.step, self.epoch, stopped, self.best_path, self.last_path,
                            val_metrics=dict(self.val_metrics))
-        if stopped != "interrupted":
+        if stopped != "interrupted" and test:
             result.test_metrics = self.test()
         if self.log is not None:
             self.log.close()
@@ -492,13 +502,16 @@ class Trainer(CheckpointMixin):
 
 
 def fit(config: Union[TrainConfig, str, Path], resume: bool = False,
-        callbacks: Sequence[Callable[[Trainer], None]] = ()) -> FitResult:
+        callbacks: Sequence[Callable[[Trainer], None]] = (), test: bool = True) -> FitResult:
     """Train a model from a `TrainConfig` (or the path of a YAML recipe).
 
     Args:
         config: the run; ``config.log.run_dir`` receives checkpoints and logs.
         resume: continue the run in ``config.log.run_dir`` from its ``last.pt``.
-        callbacks: functions called with the `Trainer` after every step.
+        callbacks: functions called with the `Trainer` after every step (they may end the run
+            with `Trainer.request_stop`).
+        test: evaluate the best checkpoint on the test split at the end; False leaves the test
+            structures unseen (a hyperparameter search sees validation data only).
 
     Returns:
         A `FitResult` with the validation metrics of the last evaluation and,
@@ -514,7 +527,7 @@ def fit(config: Union[TrainConfig, str, Path], resume: bool = False,
         config = load_config(config)
     trainer = Trainer(config, resume=resume, callbacks=callbacks)
     try:
-        return trainer.run()
+        return trainer.run(test=test)
     finally:
         trainer.close()
 

@@ -40,7 +40,7 @@ def test_compare_trains_every_model_and_seed_and_writes_the_leaderboard(tmp_path
     config = parse_compare(tiny_recipe(tmp_path / "cmp"))
     rows, files = compare(config, log=lambda *_: None)
     assert [(r["model"], r["seed"]) for r in rows] == [(m, s) for m in ("egnn", "egnn-wide", "gin") for s in (0, 1)]
-    assert {f.name for f in files} == {"leaderboard.md", "leaderboard.csv", "leaderboard.png"}
+    assert {f.name for f in files} == {"report.md", "leaderboard.md", "leaderboard.csv", "leaderboard.png"}
     for row in rows:
         run = tmp_path / "cmp" / row["model"] / f"seed{row['seed']}"
         stored = json.loads((run / "test_metrics.json").read_text())
@@ -128,9 +128,13 @@ def test_bad_comparison_recipes_say_what_is_wrong(tmp_path):
     with pytest.raises(ConfigError, match="optim.lrr"):
         parse_compare({**tiny_recipe(tmp_path / "c"), "optim": {"lrr": 1.0}})
     bad = parse_compare(tiny_recipe(tmp_path / "c", loss={"forces_weight": 1.0}))
-    with pytest.raises(ConfigError, match="does not use positions"):
+    with pytest.raises(ConfigError, match="has no 'forces' labels"):
         compare(bad, log=lambda *_: None)  # refused before any model trains
-    assert not (tmp_path / "c" / "egnn").exists()
+    assert not (tmp_path / "c" / "egnn" / "seed0" / "last.pt").exists()
+    only_2d = tiny_recipe(tmp_path / "c", loss={"forces_weight": 1.0})
+    only_2d["models"] = {"gin": only_2d["models"]["gin"]}
+    with pytest.raises(ConfigError, match="no model of the comparison can train this loss.*does not use positions"):
+        compare(parse_compare(only_2d), log=lambda *_: None)
 
 
 def test_command_line(tmp_path, capsys):
