@@ -235,6 +235,8 @@ def run_all(config: CompareConfig, measure: bool = True, log=print, rerun_change
 
     for label in config.models:  # refuse a bad combination before any training starts
         check_model_and_loss(config.run_config(label, config.seeds[0]))
+    if config.train_sizes:
+        check_train_sizes(config)
     changed = changed_runs(config)  # and a folder of another recipe, before anything trains
     if changed and not rerun_changed:
         raise FileExistsError(_changed_message(config, changed))
@@ -256,6 +258,38 @@ def run_all(config: CompareConfig, measure: bool = True, log=print, rerun_change
         row = run_row(label, seed, run_dir, config.base.device, measure and size == config.largest_size())
         rows.append({**row, "train_size": size})
     return rows
+
+
+def check_train_sizes(config: CompareConfig) -> None:
+    """Refuse learning-curve sizes whose training structures lack an element that the validation or
+    test structures hold: the model cannot learn that element's energy, and the point would
+    measure the missing element, not the architecture (200 random QM9 molecules often hold no F).
+
+    Raises:
+        ConfigError: naming the sizes, the elements and the smallest size that holds them all.
+    """
+    from ase.data import chemical_symbols
+
+    from geognn._checks import FLOAT_DTYPES
+    from geognn.training.data import _first_structures, elements, load_splits, smallest_train_size
+
+    section = replace(config.base.data, train_size=None)
+    _, parts, _ = load_splits(section, FLOAT_DTYPES[config.base.dtype])
+    wanted = elements(parts[1]) | (elements(parts[2]) if len(parts[2]) else set())
+    lacking = {}
+    for size in config.sizes():
+        missing = wanted - elements(_first_structures(parts[0], replace(section, train_size=size)))
+        if missing:
+            lacking[size] = sorted(missing)
+    if not lacking:
+        return
+    smallest = smallest_train_size(section, parts, wanted)
+    named = "; ".join(f"{size} lack {', '.join(chemical_symbols[z] for z in zs)}" for size, zs in lacking.items())
+    advice = (f"the smallest size that holds every element is {smallest}" if smallest is not None
+              else "even the whole training split lacks one; change the split")
+    raise ConfigError(f"train_sizes: the training structures of size(s) {named}, which the validation or test "
+                      f"structures hold: a model cannot learn an element it never saw, so those points would "
+                      f"measure the missing element, not the model; {advice}")
 
 
 def _run_name(label: str, seed: int, size: Optional[int]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import Sampler
@@ -130,6 +130,43 @@ def _first_structures(train, section: DataSection):
     return train.index_select(torch.nonzero(keep[inverse]).reshape(-1))
 
 
+def elements(part) -> set:
+    """The atomic numbers that occur in a dataset or a view of one (a split part)."""
+    data, slices = getattr(part, "_data", None), getattr(part, "slices", None)
+    if data is None or slices is None or keys.ATOMIC_NUMBERS not in slices:
+        return {int(z) for item in part for z in item[keys.ATOMIC_NUMBERS].reshape(-1).tolist()}
+    bounds = slices[keys.ATOMIC_NUMBERS]
+    structure = torch.repeat_interleave(torch.arange(len(bounds) - 1), torch.diff(bounds))
+    chosen = torch.zeros(len(bounds) - 1, dtype=torch.bool)
+    chosen[torch.as_tensor(list(part.indices()), dtype=torch.long)] = True
+    return set(data[keys.ATOMIC_NUMBERS].reshape(-1)[chosen[structure]].unique().tolist())
+
+
+def unseen_elements(parts) -> dict:
+    """Split name (``val``, ``test``) -> the elements it holds that the training part lacks, sorted:
+    a model cannot learn their energies (their per-element references stay undetermined)."""
+    seen = elements(parts[0])
+    unseen = {name: sorted(elements(part) - seen) for name, part in zip(("val", "test"), parts[1:]) if len(part)}
+    return {name: found for name, found in unseen.items() if found}
+
+
+def smallest_train_size(section: DataSection, parts, wanted: set) -> Optional[int]:
+    """The smallest ``data.train_size`` whose training structures hold every element of ``wanted``
+    (None when the whole training part does not)."""
+    from dataclasses import replace
+
+    if not wanted <= elements(parts[0]):
+        return None
+    low, high = 1, len(parts[0])
+    while low < high:  # the subsets are nested, so holding every element is monotonic in the size
+        middle = (low + high) // 2
+        if wanted <= elements(_first_structures(parts[0], replace(section, train_size=middle))):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 def describe(section: DataSection) -> str:
     """The dataset a data section names, for messages: its name, and its files for ASE files."""
     paths = section.options.get("paths") if section.dataset == "ase" else None
@@ -190,4 +227,4 @@ def shard(num: int, world_size: int, rank: int) -> torch.Tensor:
 
 
 __all__ = ["DATASETS", "Target", "build_dataset", "target_of", "load_splits", "check_labels", "describe",
-           "EpochBatches", "shard"]
+           "elements", "unseen_elements", "smallest_train_size", "EpochBatches", "shard"]

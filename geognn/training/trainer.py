@@ -28,12 +28,14 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
+from ase.data import chemical_symbols
 import yaml
 from torch_geometric.loader import DataLoader
 
@@ -43,7 +45,7 @@ from geognn.models import MODELS, build_model
 from geognn.models.checkpoint import load_checkpoint, save_checkpoint
 from geognn.training.checkpointing import CheckpointMixin
 from geognn.training.config import ConfigError, TrainConfig, load_config
-from geognn.training.data import EpochBatches, check_labels, load_splits, shard
+from geognn.training.data import EpochBatches, check_labels, load_splits, shard, unseen_elements
 from geognn.training.evaluate import combined_loss, evaluate_model
 from geognn.training.ema import ExponentialMovingAverage
 from geognn.training.loss import ErrorStats, Loss, format_metrics, prediction_errors
@@ -144,6 +146,12 @@ class Trainer(CheckpointMixin):
         check_model_and_loss(config)
         dataset, (self.train_set, self.val_set, self.test_set), self.target = load_splits(config.data, self.dtype)
         check_labels(dataset, config.data, config.loss)
+        for split, missing in unseen_elements([self.train_set, self.val_set, self.test_set]).items():
+            if self.is_main:
+                warnings.warn(f"the {split} split holds element(s) {', '.join(chemical_symbols[z] for z in missing)} "
+                              "that no training structure has: the model cannot learn their energies, so its errors "
+                              "on those structures will be large (train on more structures, or split so that "
+                              "training sees every element)", stacklevel=2)
         self.loss = Loss(config.loss)
         previous = load_checkpoint(self.last_path, map_location="cpu") if resume else None
         self.model, self.normalization = self._build_model(previous)

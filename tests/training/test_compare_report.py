@@ -28,7 +28,7 @@ def sample_recipe(run_dir, **changes):
         "seeds": [0],
         "data": {"dataset": "qm9", "options": {"root": str(run_dir.parent / "qm9"), "source": str(SAMPLES / "qm9_xyz"),
                                                 "target": "U0"},
-                 "split": [16, 5, 6], "batch_size": 4},
+                 "split": [16, 5, 6], "split_seed": 0, "batch_size": 4},  # seed 0: 4 molecules hold every element
         "optim": {"lr": 0.005, "max_epochs": 2, "scheduler": "none"},
         "log": {"run_dir": str(run_dir), "progress": False},
         "dtype": "float64",
@@ -103,6 +103,38 @@ def test_learning_curve_trains_every_size_and_fits_the_slope(tmp_path):
                            "models": {"gin": {"hidden_channels": 8, "num_layers": 2}}})
     rows, _ = compare(steps, measure=False, log=quiet)
     assert [r["steps"] for r in rows] == [3, 3]
+
+
+def test_sizes_that_lack_an_element_of_the_test_set_are_refused(tmp_path):
+    """With split seed 42 the sample's only fluorine molecule lands in validation: no training size
+    can learn F, and the comparison says so before training anything."""
+    recipe = sample_recipe(tmp_path / "cmp", train_sizes=[4, 16])
+    recipe["data"]["split_seed"] = 42
+    with pytest.raises(ConfigError, match=r"size\(s\) 4 lack F; 16 lack F.*even the whole training split lacks one"):
+        compare(parse_compare(recipe), measure=False, log=quiet)
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_smallest_train_size_is_the_first_that_holds_every_element():
+    from geognn.training.data import _first_structures, elements, smallest_train_size
+
+    section = DataSection(dataset="ase", options={"paths": XTB, "cache": False}, split=[10, 3, 2], split_seed=3)
+    _, parts, _ = load_splits(section, torch.float64)
+    wanted = elements(parts[0])
+    smallest = smallest_train_size(section, parts, wanted)
+    first = lambda n: elements(_first_structures(parts[0], DataSection(**{**section.__dict__, "train_size": n})))
+    assert first(smallest) == wanted and smallest > 1 and first(smallest - 1) != wanted
+    assert smallest_train_size(section, parts, wanted | {92}) is None
+
+
+def test_training_warns_when_validation_holds_an_element_training_lacks(tmp_path, qm9_recipe):
+    from geognn.training.data import elements
+
+    config = qm9_recipe(optim={"max_steps": 1})
+    _, parts, _ = load_splits(config.data, torch.float64)
+    assert 9 in elements(parts[1]) and 9 not in elements(parts[0])  # the sample's fluorine molecule
+    with pytest.warns(UserWarning, match=r"the val split holds element\(s\) F that no training structure has"):
+        fit(config)
 
 
 def test_learning_curve_recipes_are_checked(tmp_path):
