@@ -198,8 +198,10 @@ class EnsembleCalculator(GeoGNNCalculator):
 
     Args:
         models: two or more `EnergyModel`s, trained on the same target and units.
-        device, dtype, elements, **kwargs: as `GeoGNNCalculator`; ``elements``
-            defaults to those every model knows.
+        device: as `GeoGNNCalculator`.
+        dtype: as `GeoGNNCalculator`.
+        elements: as `GeoGNNCalculator`; defaults to those every model knows.
+        **kwargs: as `GeoGNNCalculator`.
     """
 
     def __init__(self, models: Sequence[EnergyModel], device=None, dtype=None,

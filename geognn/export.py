@@ -148,7 +148,8 @@ def to_metatomic(model: EnergyModel, atomic_types: Optional[Sequence[int]] = Non
         model: a 3D `EnergyModel` (one that uses positions); it is copied, in eval mode.
         atomic_types: the elements the model accepts (default: the model's own element table,
             or every element of its embedding).
-        name, description: metadata shown by the engines.
+        name: metadata shown by the engines.
+        description: metadata shown by the engines.
         devices: the devices it declares (default: "cuda" when the model is there, then "cpu").
     """
     import copy

@@ -97,8 +97,9 @@ class ASEDataset(CollatedDataset):
         paths: one file or a list of files; frames are concatenated in order.
         index: ASE index of the frames to read from each file (``":"`` = all).
         format: ASE format name, if it cannot be guessed from the file name.
-        energy_key, forces_key, stress_key: names of the labels in the files;
-            None skips that label.
+        energy_key: name of the energy label in the files; None skips it.
+        forces_key: name of the force label; None skips it.
+        stress_key: name of the stress label; None skips it.
         energy_unit: unit of the energies in the files (``"eV"``,
             ``"kcal/mol"``, ``"Hartree"``, ...); forces and stress are scaled
             with it (lengths are taken to be Å).

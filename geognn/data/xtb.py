@@ -363,7 +363,8 @@ class QM9xTB(ASEDataset):
         generate: if False, a missing file is an error instead of a long job.
         qm9_root: cache folder of the QM9 geometries (default ``<root>/qm9``).
         workers: processes for generation (default: one per core).
-        dtype, transform: as for `ASEDataset`.
+        dtype: as for `ASEDataset`.
+        transform: as for `ASEDataset`.
     """
 
     def __init__(self, root, recipe: Optional[XTBRecipe] = None, source=None, generate: bool = True,

@@ -380,7 +380,8 @@ class DimeNetPPInteraction(_LineGraphInteraction):
             m: [E, F] edge messages.
             rbf: [E, num_radial] radial basis of each edge.
             sbf: [T, num_spherical * num_radial] spherical basis of each triplet.
-            idx_kj, idx_ji: [T] triplets, sorted by idx_ji (`geognn.graph.triplets`).
+            idx_kj: [T] the incoming edge k → j of each triplet (`geognn.graph.triplets`).
+            idx_ji: [T] its outgoing edge j → i; triplets sorted by it.
             pattern: `triplet_pattern(idx_ji, idx_kj, E, E)`, shared by
                 the blocks of a model; built here when not given.
 

@@ -123,11 +123,11 @@ class EGNNLayer(ScalarVectorMessagePassing):
             pos: [N, 3] positions.
             edge_index: [2, E] (sender j, receiver i).
             v: [N, F_v, 3] vector features, required when ``vector_channels > 0``
-               (zeros are a valid start).
+                (zeros are a valid start).
             edge_attr: [E, edge_channels] invariant edge attributes.
             edge_weight: [E] envelope multiplying every message (e.g. a cutoff).
             edge_offset: [E, 3] lattice translation of the sender's image
-               (``edge_shift @ cell``); None for molecules.
+                (``edge_shift @ cell``); None for molecules.
 
         Returns:
             (h [N, F], pos [N, 3], v [N, F_v, 3] or None).

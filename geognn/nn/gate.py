@@ -99,9 +99,10 @@ class EquivariantGate(nn.Module):
 
     Args:
         irreps_hidden: the features wanted after the gate, e.g. ``"32x0e + 32x1o + 32x2e"``.
-        irreps_in1, irreps_in2: the tensor product feeding the gate (node
-            features and edge spherical harmonics); irreps it cannot produce are
-            dropped, and the gates are ``0e`` when it can produce them, else ``0o``.
+        irreps_in1: the first input of the tensor product feeding the gate (node
+            features); irreps the product cannot produce are dropped, and the gates
+            are ``0e`` when it can produce them, else ``0o``.
+        irreps_in2: its second input (edge spherical harmonics).
 
     ``irreps_in`` (scalars ⊕ gates ⊕ gated) is what the preceding layer must output.
     """

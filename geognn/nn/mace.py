@@ -320,7 +320,9 @@ class MACEInteraction(nn.Module):
         irreps_sh: edge spherical harmonics (`SphericalEdgeEmbedding.irreps_sh`).
         num_elements: width of the species one-hot.
         irreps_skip: the skip term's irreps (the product block's output).
-        num_radial, radial_mlp, avg_num_neighbors: as for `TensorProductConv`.
+        num_radial: as for `TensorProductConv`.
+        radial_mlp: as for `TensorProductConv`.
+        avg_num_neighbors: as for `TensorProductConv`.
 
     ``forward(x, one_hot, edge_index, edge_sh, edge_radial)`` -> (A [N,
     irreps_out.dim], sc [N, irreps_skip.dim]).
