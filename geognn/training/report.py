@@ -257,11 +257,12 @@ def learning_curve(rows: list[dict], metric: str) -> dict:
 
 def plot_learning_curve(curves: dict, unit: str, metric: str, path: Path) -> Path:
     """``learning_curve.png``: test error against training-set size, log-log, with each model's fit."""
-    from geognn.training.plots import _pyplot, _save
+    from geognn.training.plots import _pyplot, _save, plain_log_axis
 
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4.5))
     scale, shown = display_unit(unit)
+    low_high = []
     for k, (label, curve) in enumerate(curves.items()):
         color = f"C{k % 10}"
         sizes = np.array(curve["sizes"], dtype=float)
@@ -271,8 +272,9 @@ def plot_learning_curve(curves: dict, unit: str, metric: str, path: Path) -> Pat
         if "slope" in curve:
             grid = np.geomspace(sizes.min(), sizes.max(), 50)
             axis.plot(grid, curve["prefactor"] * grid ** curve["slope"] * scale, color=color, linestyle="--")
-    axis.set_xscale("log")
-    axis.set_yscale("log")
+        low_high += [*(mean - std), *(mean + std)]
+    plain_log_axis(axis.xaxis, [n for curve in curves.values() for n in curve["sizes"]])
+    plain_log_axis(axis.yaxis, [value for value in low_high if value > 0])
     axis.set_xlabel("training structures")
     axis.set_ylabel(f"{METRIC_NAMES[metric]} ({_metric_unit(metric, shown)})")
     axis.grid(alpha=0.3, which="both")

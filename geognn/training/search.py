@@ -338,7 +338,7 @@ def history(config: "CompareConfig") -> dict:
 def plot_history(trials_of: dict, path: Path) -> Path:
     """``search_history.png``: each finished trial's best validation loss, and the best so far,
     against the trial's place in its model's search."""
-    from geognn.training.plots import _pyplot, _save
+    from geognn.training.plots import _pyplot, _save, plain_log_axis
 
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4.5))
@@ -355,7 +355,10 @@ def plot_history(trials_of: dict, path: Path) -> Path:
         axis.step(range(1, len(running) + 1), running, where="post", color=color, label=label)
     axis.set_xlabel("trial")
     axis.set_ylabel("validation loss (lowest of the trial)")
-    axis.set_yscale("log")
+    values = [value for trials in trials_of.values() for _, state, value in trials if state == "complete"]
+    if values:
+        plain_log_axis(axis.yaxis, values)
+    axis.xaxis.get_major_locator().set_params(integer=True)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     return _save(plt, figure, "hyperparameter search: each finished trial and the best so far", path)
