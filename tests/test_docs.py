@@ -85,3 +85,28 @@ def test_the_site_builds_in_strict_mode(tmp_path):
     assert "optim.lr" in page and "data.train_size" in page and "search.trials" in page
     api = (tmp_path / "site" / "api" / "nn" / "index.html").read_text()
     assert "TensorProductConv" in api and "irreps_in" in api
+
+
+def test_model_pages_document_only_options_that_exist():
+    """The option tables of the model pages are written by hand: every option they name must be a
+    field of a model's `Config` (a renamed or removed option fails here, not in a reader's recipe)."""
+    import dataclasses
+
+    from geognn.models import MODELS
+
+    fields = {item.name for cls in MODELS.values() for item in dataclasses.fields(cls.Config)}
+    named = []
+    for page in sorted((ROOT / "docs" / "models").glob("*.md")):
+        column = None
+        for line in page.read_text().splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("|") else None
+            if cells is None:
+                column = None
+            elif "field" in cells and "default" in cells:
+                column = cells.index("field")
+            elif column is not None and not set(line) <= set("|-: "):
+                cell = cells[column]
+                named += [(page.name, name) for name in (re.findall(r"`([^`]+)`", cell) or [cell])]
+    assert len(named) >= 40
+    unknown = [(page, name) for page, name in named if name not in fields]
+    assert not unknown, unknown
