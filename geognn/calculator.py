@@ -23,7 +23,6 @@ This module uses models and data conversion only, never the training code.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -35,6 +34,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from geognn._checks import FLOAT_DTYPES, resolve_device
 from geognn._malloc import keep_freed_memory
+from geognn._subnormals import flush_subnormals
 from geognn.data import atoms_to_data, keys
 from geognn.models.base import EnergyModel
 from geognn.models.checkpoint import (ENERGY_TARGETS, checkpoint_normalization, load_energy_checkpoint,
@@ -89,6 +89,7 @@ class GeoGNNCalculator(Calculator):
     def __init__(self, model: EnergyModel, device=None, dtype=None, elements: Optional[Iterable[int]] = None,
                  **kwargs):
         keep_freed_memory()  # glibc: MD steps reuse freed buffers (geognn/_malloc.py; GEOGNN_MALLOC=0 opts out)
+        flush_subnormals()  # a perfect crystal's cancelling features underflow (geognn/_subnormals.py)
         self._setup([model], device, dtype, elements)
         super().__init__(**kwargs)
 
@@ -210,6 +211,7 @@ class EnsembleCalculator(GeoGNNCalculator):
         if len(models) < 2:
             raise ValueError(f"an ensemble needs at least two models, got {len(models)}; use GeoGNNCalculator")
         keep_freed_memory()
+        flush_subnormals()
         self._setup(models, device, dtype, elements)
         Calculator.__init__(self, **kwargs)  # GeoGNNCalculator.__init__ takes one model
 

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import yaml
 
 from geognn._malloc import keep_freed_memory
+from geognn._subnormals import flush_subnormals
 
 
 def _apply_overrides(config, assignments: Sequence[str]):
@@ -329,6 +330,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         torch.set_num_threads(args.threads)
     keep_freed_memory()  # glibc: no page faults on every step's buffers (geognn/_malloc.py; GEOGNN_MALLOC=0 opts out)
+    flush_subnormals()  # no microcode-slow subnormal floats (geognn/_subnormals.py; GEOGNN_FLUSH_SUBNORMALS=0 opts out)
     try:
         return args.handler(args)
     except (ConfigError, FileNotFoundError, FileExistsError, TrainingDiverged, DatasetFormatError, ValueError,

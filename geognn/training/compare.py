@@ -616,6 +616,9 @@ def _main(argv=None) -> int:
     from geognn._malloc import keep_freed_memory
 
     keep_freed_memory()  # fixed thresholds, as in the geognn command that trained the model
+    from geognn._subnormals import flush_subnormals
+
+    flush_subnormals()  # and subnormals flushed, as there
     if args.threads:
         torch.set_num_threads(args.threads)
     print(json.dumps(measure_inference(args.measure, args.device)))

@@ -40,6 +40,7 @@ import yaml
 from torch_geometric.loader import DataLoader
 
 from geognn._checks import FLOAT_DTYPES, resolve_device
+from geognn._subnormals import flush_subnormals
 from geognn.data.stats import avg_num_neighbors
 from geognn.models import MODELS, build_model
 from geognn.models.checkpoint import load_checkpoint, save_checkpoint
@@ -138,6 +139,7 @@ class Trainer(CheckpointMixin):
         self.stop_requested = False
         self.stop_reason: Optional[str] = None  # set by a callback through request_stop
         self._check_run_dir(resume)
+        flush_subnormals()  # SchNet's radial basis underflows: subnormals are microcode-slow on x86
 
         torch.manual_seed(config.seed)
         if self.device.type == "cuda":
