@@ -6,7 +6,8 @@ Cases: a SchNet energy+force training step on 32 QM9 molecules at geognn's defau
 PyG's own SchNet at its default size against geognn's copy of it (`SchNet.from_pyg`); a force
 step of a NequIP-size model (l_max 2, 32 features, 4 layers) on a perfect 500-atom fcc cell
 and the same cell rattled by 0.05 Å; forces through `GeoGNNCalculator` on a perfect and a
-rattled 256-atom cell. "flushed" is what geognn's command, calculator and `fit` now do
+rattled 256-atom cell; with nequip installed, the nequip package's model at the same size on the
+500-atom cells (``--cases nequip-package-perfect nequip-package-rattled``). "flushed" is what geognn's command, calculator and `fit` now do
 (`geognn.flush_subnormals`); "kept" sets ``GEOGNN_FLUSH_SUBNORMALS=0``, as before. Each process
 runs one case a few times after a warm-up and prints the median time.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ["schnet", "schnet-pyg", "schnet-pyg-copy", "nequip-perfect", "nequip-rattled", "calculator-perfect",
          "calculator-rattled"]
+PEER_CASES = ["nequip-package-perfect", "nequip-package-rattled"]  # pip install "nequip==0.19.*"
 
 
 def _molecules(count: int = 32):
@@ -75,6 +77,33 @@ def _crystal(atoms_per_side: int, rattled: bool):
     return atoms
 
 
+def _nequip_package(atoms):
+    """The nequip package's NequIPGNNModel at the same size, as its own code builds it (a process of
+    its own: its global state sets torch's default dtype to float64), on geognn's periodic edges."""
+    import warnings
+
+    import torch
+    from nequip.model import NequIPGNNModel
+    from nequip.utils.global_state import set_global_state
+
+    from geognn.graph import periodic_radius_graph
+
+    set_global_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = NequIPGNNModel(seed=0, model_dtype="float32", r_max=5.0, type_names=["Cu"], num_layers=4, l_max=2,
+                               num_features=32, num_bessels=8, polynomial_cutoff_p=6, radial_mlp_depth=1,
+                               radial_mlp_width=128, avg_num_neighbors=15.0, per_type_energy_scales=1.0,
+                               per_type_energy_shifts=0.0)
+    pos = torch.tensor(atoms.positions, dtype=torch.float32)
+    cell = torch.tensor(atoms.cell.array, dtype=torch.float32)
+    edge_index, shift = periodic_radius_graph(pos.double(), 5.0, cell.double(), torch.tensor([True] * 3))[:2]
+    data = {"pos": pos, "edge_index": edge_index, "edge_cell_shift": shift.float(), "cell": cell[None],
+            "pbc": torch.tensor([[True] * 3]), "atom_types": torch.zeros(len(atoms), dtype=torch.long),
+            "batch": torch.zeros(len(atoms), dtype=torch.long), "num_atoms": torch.tensor([len(atoms)])}
+    return lambda: model(dict(data))["forces"]
+
+
 def build(case: str):
     """A function running one timed unit of ``case``."""
     import torch
@@ -94,6 +123,8 @@ def build(case: str):
         pyg_schnet.radius_graph = pyg_radius_graph  # PyG 2.8's own search needs pyg-lib, not on PyPI
         pyg = PyGSchNet()  # PyG's defaults: 128 channels, 6 interactions, 50 Gaussians, cutoff 10 Å
         return _pyg_step(pyg, _molecules()) if case == "schnet-pyg" else _train_step(SchNet.from_pyg(pyg), _molecules())
+    if case.startswith("nequip-package"):
+        return _nequip_package(_crystal(5, case.endswith("rattled")))
     if case.startswith("nequip"):
         model = build_model("nequip", l_max=2, num_features=32, num_layers=4, cutoff=5.0)
         data = atoms_to_data(_crystal(5, case.endswith("rattled")))
@@ -128,7 +159,8 @@ def run_one(case: str, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
+    parser.add_argument("--cases", nargs="+", default=CASES, choices=CASES + PEER_CASES,
+                        help="the nequip package's cases need it installed: pip install 'nequip==0.19.*'")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per process")
     parser.add_argument("--one", help=argparse.SUPPRESS)
