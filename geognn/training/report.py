@@ -141,9 +141,12 @@ def summarize(rows: list[dict], metric: Optional[str] = None) -> list[dict]:
             "inference_per_s": _mean([row.get("inference_per_s", math.nan) for row in runs]),
             "peak_memory_mb": _median([row.get("peak_memory_mb", math.nan) for row in runs]),
         })
-    if metric is None:
-        metric = "forces_mae" if all(s["forces_mae"] is not None for s in summary) else "energy_mae"
-    return sorted(summary, key=lambda s: s[metric])
+    return sorted(summary, key=lambda s: s[metric or default_metric(summary)])
+
+
+def default_metric(summary: list[dict]) -> str:
+    """Force MAE when every model has one, else energy MAE."""
+    return "forces_mae" if all(s["forces_mae"] is not None for s in summary) else "energy_mae"
 
 
 def _mean(values) -> float:
@@ -191,13 +194,15 @@ def leaderboard_lines(summary: list[dict], ranks: dict) -> list[str]:
 
 
 def write_leaderboard(rows: list[dict], out: Union[str, Path], metric: Optional[str] = None,
-                      samples: int = 10000) -> list[Path]:
+                      samples: int = 10000, pairs: Optional[list] = None) -> list[Path]:
     """``leaderboard.md`` (ranked by ``metric``, ties of insignificant differences sharing a rank),
-    ``leaderboard.csv`` (one line per run) and ``leaderboard.png``."""
+    ``leaderboard.csv`` (one line per run) and ``leaderboard.png``. ``pairs``: the rows'
+    `paired_differences`, when the caller has them already (else they are computed here)."""
     out = Path(out)
     summary = summarize(rows, metric)
-    metric = metric or ("forces_mae" if summary[0]["forces_mae"] is not None else "energy_mae")
-    pairs, _ = paired_differences(rows, metric, samples)
+    metric = metric or default_metric(summary)
+    if pairs is None:
+        pairs, _ = paired_differences(rows, metric, samples)
     md = out / "leaderboard.md"
     md.write_text("\n".join(leaderboard_lines(summary, shared_ranks_of(summary, pairs, metric))) + "\n")
     table = out / "leaderboard.csv"
@@ -318,10 +323,10 @@ def write_report(config, rows: list[dict]) -> list[Path]:
     metric = config.metric()
     largest = config.largest_size()
     main_rows = [row for row in rows if row.get("train_size") == largest]
-    files = write_leaderboard(main_rows, out, metric, config.bootstrap_samples)
+    pairs, note = paired_differences(main_rows, metric, config.bootstrap_samples)  # the bootstrap, once
+    files = write_leaderboard(main_rows, out, metric, config.bootstrap_samples, pairs=pairs)
     summary = summarize(main_rows, metric)
     unit = summary[0]["unit"]
-    pairs, note = paired_differences(main_rows, metric, config.bootstrap_samples)
     size = f" (training set {largest:,} structures)" if largest else ""
     text = [f"# Comparison: {out}", "", f"Ranked by {METRIC_NAMES[metric]}{size}; models whose difference is "
             "not significant share a rank.", "", *leaderboard_lines(summary, shared_ranks_of(summary, pairs, metric)), ""]
@@ -331,7 +336,7 @@ def write_report(config, rows: list[dict]) -> list[Path]:
         text += ["## Learning curves", "", *learning_curve_lines(curves, unit, metric), ""]
         files.append(plot_learning_curve(curves, unit, metric, out / "learning_curve.png"))
     if config.search is not None:
-        from geognn.training.search import history, plot_history
+        from geognn.training.search import _shown, history, plot_history
 
         trials = history(config)
         text += ["## Hyperparameter search", "", f"{config.search.trials} trials per model, each under the same "
@@ -341,7 +346,7 @@ def write_report(config, rows: list[dict]) -> list[Path]:
         for label in config.spaces:
             states = [state for _, state, _ in trials.get(label, [])]
             best = config.tuned.get(label, {})
-            values = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best.items())
+            values = ", ".join(f"{k} = {_shown(v)}" for k, v in best.items())
             finished = [value for _, state, value in trials.get(label, []) if state == "complete"]
             text.append(f"| {label} | {states.count('complete')} | {states.count('pruned')} | {states.count('fail')} | "
                         f"{min(finished):.4g} | {values} |" if finished else f"| {label} | 0 | | | | |")

@@ -263,7 +263,6 @@ def search_model(config: "CompareConfig", label: str, log=print, rerun_changed: 
             if folder.exists():
                 folder.rename(folder.with_name(f"{label}.replaced-{number}"))
             log(f"{label}: search made under another search; kept as {label}.replaced-{number}, searching again")
-    done = 0
     study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="minimize")
     study.set_user_attr("signature", signature)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # interrupted: go on in its folder
@@ -300,7 +299,7 @@ def search_model(config: "CompareConfig", label: str, log=print, rerun_changed: 
         else:
             study.tell(trial, best_val_loss(run_dir))
         done += 1
-    finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not finished:
         raise RuntimeError(f"the search of {label} has no finished trial (all pruned or diverged); "
                            "widen its ranges or give search.trials more")

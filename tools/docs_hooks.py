@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import shutil
 import typing
 from pathlib import Path
 
@@ -125,12 +124,3 @@ def recipe_reference() -> str:
             "| `bootstrap_samples` | `int` | `10000` |", "",
             "### search", "", _doc(SearchSettings), "", *_table(SearchSettings, "search."), ""]
     return "\n".join(out)
-
-
-def on_post_build(config, **kwargs):
-    site = Path(config["site_dir"])
-    if (site / "hooks.py").exists():  # the hooks are build code, not a page asset
-        (site / "hooks.py").unlink()
-    stale = site / "__pycache__"
-    if stale.exists():
-        shutil.rmtree(stale)
