@@ -81,6 +81,11 @@ class GeoGNNCalculator(Calculator):
     ``results`` holds ``energy`` and ``free_energy`` (eV), ``energies``
     ([N] per-atom energies, eV), ``forces`` ([N, 3] eV/Å) and, for periodic
     structures, ``stress`` (Voigt, eV/Å³).
+
+    Structures the models cannot take raise ValueError saying what is wrong:
+    elements outside ``elements``, and, as `geognn.data.atoms_to_data` finds
+    them, NaN positions and two atoms closer than 1e-4 Å, periodic images
+    included (the message names both atoms and the lattice shift).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -154,7 +159,9 @@ class GeoGNNCalculator(Calculator):
                 f"trained on (it knows {', '.join(chemical_symbols[z] for z in sorted(self.elements))}); "
                 "its energy would be a guess"
             )
-        data = atoms_to_data(self.atoms, dtype=self.dtype).to(self.device)  # raises on NaN positions
+        # Raises ValueError on NaN positions and on two atoms at one point (an MD step that blew up),
+        # naming them, before a model turns them into NaN energies.
+        data = atoms_to_data(self.atoms, dtype=self.dtype).to(self.device)
         periodic = data.get(keys.CELL) is not None
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError(

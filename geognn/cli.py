@@ -7,6 +7,7 @@
     geognn compare RECIPE.yaml [--run-dir DIR] [--device cuda] [--set optim.max_epochs=5 ...] [--rerun-changed]
     geognn expressivity [--models painn nequip:l_max=2 ...] [--pairs 2-body 4-chain ...] [--output FILE.md]
     geognn md STRUCTURE CHECKPOINT [CHECKPOINT ...] [--steps 2000 --timestep 0.5 --temperature 300 --langevin] [--overwrite]
+    geognn md CELL CHECKPOINT --thermostat npt [--pressure-gpa 0 --barostat-fs 1000 --npt-cell isotropic]
     geognn relax STRUCTURE CHECKPOINT [CHECKPOINT ...] [--fmax 0.01 --optimizer fire --cell] [--overwrite]
     geognn export CHECKPOINT [-o model.pt] [--dtype float32] [--overwrite]
 
@@ -154,10 +155,17 @@ def _simulation_setup(args, kind: str):
 def _md(args) -> int:
     from geognn.dynamics import run_md
 
+    thermostat = args.thermostat or ("langevin" if args.langevin else "nve")
+    if args.langevin and thermostat != "langevin":
+        raise ValueError(f"--langevin and --thermostat {thermostat} disagree; give one of them")
+    npt_options = {"pressure_GPa": args.pressure_gpa, "barostat_fs": args.barostat_fs, "npt_cell": args.npt_cell}
+    npt_options = {key: value for key, value in npt_options.items() if value is not None}
+    if npt_options and thermostat != "npt":  # before the checkpoint loads: they would be ignored
+        raise ValueError("--pressure-gpa, --barostat-fs and --npt-cell apply to --thermostat npt only")
     atoms, trajectory, logfile = _simulation_setup(args, "md")
-    summary = run_md(atoms, args.steps, args.timestep, args.temperature, "langevin" if args.langevin else "nve",
-                     args.friction, trajectory, logfile, args.interval, args.seed, progress=not args.no_progress,
-                     overwrite=args.overwrite)
+    summary = run_md(atoms, args.steps, args.timestep, args.temperature, thermostat, args.friction, trajectory,
+                     logfile, args.interval, args.seed, progress=not args.no_progress, overwrite=args.overwrite,
+                     **npt_options)
     print(f"{atoms.get_chemical_formula()}: {summary.line()}")
     print(f"written: {trajectory}, {logfile}")
     return 0
@@ -263,13 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
     express.add_argument("--no-progress", action="store_true", help="no progress lines")
     express.set_defaults(handler=_expressivity)
 
-    md = commands.add_parser("md", help="molecular dynamics (NVE or Langevin) with a checkpoint or an ensemble")
+    md = commands.add_parser("md", help="molecular dynamics (NVE, Langevin, or NPT with ASE's LangevinBAOAB) with a "
+                             "checkpoint or an ensemble")
     _simulation_arguments(md)
     md.set_defaults(steps=2000)
     md.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
-    md.add_argument("--temperature", type=float, default=300.0, help="K: initial velocities, and the Langevin bath")
-    md.add_argument("--langevin", action="store_true", help="Langevin thermostat at --temperature (default: NVE)")
-    md.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs (default 0.01)")
+    md.add_argument("--temperature", type=float, default=300.0,
+                    help="K: initial velocities, and the Langevin or NPT bath")
+    md.add_argument("--thermostat", choices=["nve", "langevin", "npt"],
+                    help="nve (Velocity Verlet, the default), langevin (ASE's Langevin at --temperature), or npt: "
+                         "constant temperature and pressure on a cell periodic in all three directions, by ASE's "
+                         "LangevinBAOAB (ase.md.langevinbaoab: a Langevin bath on the atoms, a Langevin-Hoover "
+                         "barostat on the cell, through the stress); the log adds volume and pressure")
+    md.add_argument("--langevin", action="store_true", help="the same as --thermostat langevin")
+    md.add_argument("--friction", type=float, default=0.01,
+                    help="Langevin friction of langevin and npt, 1/fs (default 0.01: a 100 fs thermostat)")
+    md.add_argument("--pressure-gpa", type=float,
+                    help="npt: the pressure held, GPa (default 0; positive compresses, ASE's sign)")
+    md.add_argument("--barostat-fs", type=float,
+                    help="npt: the barostat's time constant, fs (default 1000): the cell's motion is damped on it "
+                         "and oscillates with a period of about a third of it")
+    md.add_argument("--npt-cell", choices=["isotropic", "full"],
+                    help="npt: isotropic (default) scales the cell keeping its shape; full lets the shape change")
     md.add_argument("--interval", type=int, default=10, help="write a frame and a log line every N steps")
     md.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the thermostat")
     md.set_defaults(handler=_md)
@@ -282,7 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     relax.add_argument("--cell", action="store_true", help="relax the cell too (periodic structures; uses the stress)")
     relax.set_defaults(handler=_relax)
 
-    evaluate = commands.add_parser("evaluate", help="MAE/RMSE of a checkpoint on a test split or a file")
+    evaluate = commands.add_parser(
+        "evaluate", help="MAE/RMSE of a checkpoint on a test split or a file",
+        description="MAE and RMSE of energies, and of forces and stress wherever the data carries them "
+                    "(stress: all 9 components of each structure's stress in eV/Å³, ASE's sign, positive under "
+                    "tension; structures without a label are left out of its errors).")
     evaluate.add_argument("checkpoint", help="a .pt checkpoint or a run folder (its best.pt)")
     evaluate.add_argument("--data", help="structure file (extxyz, ASE db, ...), a recipe .yaml, or omitted: the "
                                          "checkpoint's own data and split")

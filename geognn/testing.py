@@ -395,6 +395,45 @@ def check_cutoff_smoothness(model, delta: float = 1e-7, atol: float = 1e-8) -> N
     _assert_close(results[0][1], results[1][1], atol, f"forces across the cutoff ({cutoff} ± {delta} Å)")
 
 
+def symmetric_sites() -> list:
+    """Structures with an atom (index 0) on a centre of inversion, and the direction to displace it:
+    a perfect fcc Cu crystal (2×2×2 conventional cell, 32 atoms) along a general direction, and a
+    collinear C–C–C triple (1.4 Å bonds; atom 0 the middle one) perpendicular to its line, where
+    the bond angle passes through 180°."""
+    from ase import Atoms
+    from ase.build import bulk
+
+    crystal = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    general = np.array([1.0, 2.0, 3.0]) / np.sqrt(14.0)
+    triple = Atoms("C3", positions=[[0.0, 0.0, 0.0], [-1.4, 0.0, 0.0], [1.4, 0.0, 0.0]])
+    return [("perfect fcc site", crystal, general), ("collinear triple", triple, np.array([0.0, 1.0, 0.0]))]
+
+
+def check_smooth_at_symmetric_sites(model, deltas=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3), rtol: float = 0.01) -> None:
+    """The energy is smooth where features vanish by symmetry: F·d/δ, the restoring force on an atom
+    displaced by δ along d from a centre of inversion (`symmetric_sites`), divided by δ, is the same
+    for every δ (within ``rtol``). A cusp there (PaiNN's paper form, ‖v‖ = sqrt(v² + ε)) makes it
+    change by orders of magnitude between δ = 1e-7 and 1e-3 Å; it breaks finite-displacement phonons
+    and relaxations through symmetric sites."""
+    dtype = model.dtype
+    for name, atoms, direction in symmetric_sites():
+        if not (model.config.cutoff > 1.5):
+            raise ValueError("the check needs a cutoff above 1.5 Å")
+        ratios = []
+        for delta in deltas:
+            moved = atoms.copy()
+            moved.positions[0] += delta * direction
+            data = atoms_to_data(moved, dtype=dtype)
+            forces = model(data, compute_forces=True)[keys.FORCES].detach()
+            ratios.append(float(forces[0].double() @ torch.as_tensor(direction)) / delta)
+        reference = ratios[-1]
+        spread = max(abs(r - reference) for r in ratios)
+        if not spread <= rtol * abs(reference):
+            shown = ", ".join(f"{d:g} Å: {r:.5g}" for d, r in zip(deltas, ratios))
+            raise AssertionError(f"F·d/δ at a {name} is not constant within {rtol:.0%} ({shown}, in eV/Å²): "
+                                 "the energy has a cusp where the atom sits on a centre of inversion")
+
+
 def check_isolated_atoms(model) -> None:
     """A lone atom, and atoms all farther apart than the cutoff: finite energy, zero forces."""
     from ase import Atoms
@@ -462,6 +501,7 @@ CHECK_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "test_stress_matches_finite_differences": ("positions", "periodic"),
     "test_smooth_at_cutoff": ("positions", "smooth cutoff"),
     "test_isolated_atoms": (),
+    "test_smooth_at_symmetric_sites": ("positions", "periodic"),
     "test_additive_at_large_separation": ("extensive",),
     "test_refuses_forces_and_stress": ("no positions",),
     "test_rejects_bad_input": (),
@@ -570,6 +610,10 @@ class ModelTestMixin:
 
     def test_isolated_atoms(self):
         check_isolated_atoms(self.make_model())
+
+    def test_smooth_at_symmetric_sites(self):
+        self._require("test_smooth_at_symmetric_sites")
+        check_smooth_at_symmetric_sites(self.make_model())
 
     def test_additive_at_large_separation(self):
         self._require("test_additive_at_large_separation")

@@ -94,6 +94,45 @@ def test_md_and_relax_commands(runs, structure, tmp_path, capsys):
     assert code == 0 and "BFGS (positions) converged" in out and "final fmax" in out
 
 
+def test_md_command_holds_a_pressure_with_npt(runs, structure, tmp_path, capsys):
+    """--thermostat npt on a periodic box: the log's header names ASE's LangevinBAOAB and adds volume (Å^3) and
+    pressure (GPa) columns, the trajectory's cells are the logged volumes, and the summary line gives the
+    second half's means. Options that only NPT reads, NPT on a molecule, and a contradiction are refused in
+    one line."""
+    box = read(structure)
+    box.center(vacuum=4.0)
+    box.pbc = True
+    path = tmp_path / "box.xyz"
+    write(path, box)
+    traj, log = tmp_path / "npt.traj", tmp_path / "npt.log"
+    code = main(["md", str(path), str(runs["a"]), "--thermostat", "npt", "--pressure-gpa", "0.1", "--barostat-fs",
+                 "200", "--npt-cell", "full", "--steps", "4", "--interval", "2", "--trajectory", str(traj),
+                 "--log", str(log), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "C7H10N2: NPT 4 steps" in out and "mean pressure" in out and "held at 0.1 GPa" in out
+    header, columns = log.read_text().splitlines()[:2]
+    assert header.startswith("# NPT") and "LangevinBAOAB at 0.1 GPa, full cell" in header
+    assert columns.split()[-2:] == ["volume_A3", "pressure_GPa"]
+    rows = np.loadtxt(log)
+    assert rows.shape == (3, 8)
+    np.testing.assert_allclose(rows[:, 6], [frame.get_volume() for frame in read(traj, index=":")], rtol=1e-6)
+    assert rows[0, 6] == pytest.approx(box.get_volume()) and rows[-1, 6] != rows[0, 6]  # the cell moved
+
+    molecule_run = ["md", str(structure), str(runs["a"]), "--steps", "2", "--log", str(tmp_path / "x.log"),
+                    "--trajectory", str(tmp_path / "x.traj"), "--no-progress"]
+    cases = [
+        (molecule_run + ["--thermostat", "npt"], r"NPT needs a structure periodic in all three directions"),
+        (molecule_run + ["--pressure-gpa", "1"], r"--pressure-gpa, --barostat-fs and --npt-cell apply to --thermostat"),
+        (molecule_run + ["--langevin", "--thermostat", "npt"], r"--langevin and --thermostat npt disagree"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("geognn md: error:")
+        assert __import__("re").search(message, err), err
+    assert not (tmp_path / "x.log").exists() and not (tmp_path / "x.traj").exists()
+
+
 def test_bad_input_gets_one_line(runs, structure, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default outputs, runs/<command>/..., are relative
     cases = [

@@ -11,7 +11,8 @@ import pytest
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.py"))
 ARGUMENTS = {"md_with_ase.py": ["--steps", "200"],  # shorter than the default runs
-             "pimd_with_ipi.py": ["--steps", "20"]}
+             "pimd_with_ipi.py": ["--steps", "20"],
+             "lammps_nve.py": ["--steps", "50"]}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

@@ -22,7 +22,7 @@ from geognn.data.units import energy_unit_factor
 PathLike = Union[str, os.PathLike]
 
 # Version of the processed cache's layout; a change makes old caches stale.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 # Formats whose frames are "count line, comment line, one line per atom", so
 # that a failing frame's first line number can be reported.
@@ -89,9 +89,17 @@ class ASEDataset(CollatedDataset):
     ASE's sign convention). Labels are read from the calculator results that
     ASE attaches (extxyz ``energy=`` / ``forces`` columns, ``.db`` rows,
     ``.traj`` frames) or from ``atoms.info`` / ``atoms.arrays`` under the given
-    key names. Every frame must carry the same labels. If some frames are
-    periodic and others not, the non-periodic ones get a zero cell and
-    ``pbc=False`` so that they batch together.
+    key names. Frames may carry different labels (crystals with stress beside
+    clusters without): a missing label is then filled with zeros and every
+    item gets ``label_mask`` [1, 3] (`geognn.data.labels`), so that it counts
+    in no loss term or error; `label_counts` says how many frames carry each.
+    If some frames are periodic and others not, the non-periodic ones get a
+    zero cell and ``pbc=False`` so that they batch together.
+
+    Frames whose ``config_type`` is ``IsolatedAtom`` (MACE's convention: one
+    atom, no cell, its energy the element's reference) are set aside, not
+    items: their energies are `isolated_atom_energies`, which training uses
+    with ``data.atom_reference: isolated``.
 
     Args:
         paths: one file or a list of files; frames are concatenated in order.
@@ -120,11 +128,13 @@ class ASEDataset(CollatedDataset):
             `CACHE_VERSION`, so a changed file or option rebuilds it; older
             caches of the same files are removed. A folder that cannot be
             written only warns.
+        isolated_atom_type: the ``config_type`` info value of isolated-atom
+            frames to set aside (None keeps them as ordinary frames).
 
     Raises:
         DatasetFormatError: an unreadable or truncated file (naming the file,
-            frame and, for xyz files, line), or labels present in some frames
-            and missing in others.
+            frame and, for xyz files, line), or an isolated-atom frame that is
+            not one atom with an energy.
     """
 
     def __init__(
@@ -141,6 +151,7 @@ class ASEDataset(CollatedDataset):
         progress: bool = False,
         cache: Union[bool, PathLike] = True,
         group_by: Optional[str] = None,
+        isolated_atom_type: Optional[str] = "IsolatedAtom",
     ):
         super().__init__(transform=transform)
         self.paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
@@ -150,6 +161,7 @@ class ASEDataset(CollatedDataset):
         self.dtype = resolve_dtype(dtype)
         self._scale = energy_unit_factor(energy_unit)
         self.group_by = group_by
+        self.isolated_atom_type = isolated_atom_type
         self._groups: dict = {}
         for path in self.paths:
             if not path.exists():
@@ -157,7 +169,7 @@ class ASEDataset(CollatedDataset):
         # Everything that changes what the frames hold; the cache is keyed by all of it.
         content = {"index": repr(index), "format": format, "label_keys": sorted(self.label_keys.items()),
                    "energy_unit": energy_unit, "dtype": str(self.dtype), "group_by": group_by,
-                   "cache_version": CACHE_VERSION}
+                   "isolated_atom_type": isolated_atom_type, "cache_version": CACHE_VERSION}
         self._content_key = repr(sorted(content.items()))
         self.cache_path = self._cache_path(cache)
         if self.cache_path is not None and self._read_cache():
@@ -168,11 +180,16 @@ class ASEDataset(CollatedDataset):
 
     def _read_all(self, index, format, progress: bool) -> None:
         frames: list[Data] = []
-        self._labels: Optional[frozenset] = None
+        self._isolated: dict[int, float] = {}
         for number, path in enumerate(self.paths):
             frames.extend(self._read(path, number, index, format, progress))
         if not frames:
-            raise DatasetFormatError(f"no structures in {', '.join(map(str, self.paths))} (index={index!r})")
+            raise DatasetFormatError(f"no structures in {', '.join(map(str, self.paths))} (index={index!r})"
+                                     + (" besides isolated atoms" if self._isolated else ""))
+        self._label_counts = {label: sum(label in frame for frame in frames)
+                              for label in keys.LABELS if any(label in frame for frame in frames)}
+        if any(count < len(frames) for count in self._label_counts.values()):
+            self._fill_missing_labels(frames)
         periodic = [keys.CELL in frame for frame in frames]
         if any(periodic) and not all(periodic):
             for frame in frames:
@@ -180,6 +197,19 @@ class ASEDataset(CollatedDataset):
                     frame[keys.CELL] = torch.zeros(1, 3, 3, dtype=self.dtype)
                     frame[keys.PBC] = torch.zeros(1, 3, dtype=torch.bool)
         self._data, self.slices = self.collate(frames)
+
+    def _fill_missing_labels(self, frames: list[Data]) -> None:
+        """Zeros for the labels a frame lacks, and every frame's `keys.LABEL_MASK`."""
+        for frame in frames:
+            mask = torch.tensor([[label in frame for label in keys.LABELS]])
+            num_atoms = frame[keys.ATOMIC_NUMBERS].shape[0]
+            placeholders = {keys.ENERGY: lambda: torch.zeros(1, dtype=torch.float64),
+                            keys.FORCES: lambda: torch.zeros(num_atoms, 3, dtype=self.dtype),
+                            keys.STRESS: lambda: torch.zeros(1, 3, 3, dtype=self.dtype)}
+            for label in self._label_counts:
+                if label not in frame:
+                    frame[label] = placeholders[label]()
+            frame[keys.LABEL_MASK] = mask
 
     def _cache_path(self, cache) -> Optional[Path]:
         if cache is False or cache is None:
@@ -198,11 +228,12 @@ class ASEDataset(CollatedDataset):
         if stored.get("files") != self._files_digest or stored.get("content") != self._content_key:
             return False
         self._data, self.slices = Data.from_dict(stored["data"]), stored["slices"]
-        self._labels = frozenset(stored["labels"])
+        self._label_counts, self._isolated = stored["label_counts"], stored["isolated"]
         return True
 
     def _write_cache(self) -> None:
-        stored = {"data": self._data.to_dict(), "slices": self.slices, "labels": sorted(self._labels),
+        stored = {"data": self._data.to_dict(), "slices": self.slices, "label_counts": self._label_counts,
+                  "isolated": self._isolated,
                   "files": self._files_digest, "content": self._content_key}
         folder = self.cache_path.parent
         try:
@@ -224,8 +255,18 @@ class ASEDataset(CollatedDataset):
 
     @property
     def labels(self) -> frozenset:
-        """The label keys every frame carries (a subset of energy, forces, stress)."""
-        return self._labels
+        """The label keys that some frame carries (a subset of energy, forces, stress)."""
+        return frozenset(self._label_counts)
+
+    @property
+    def label_counts(self) -> dict[str, int]:
+        """How many frames carry each label (labels no frame carries are absent)."""
+        return dict(self._label_counts)
+
+    @property
+    def isolated_atom_energies(self) -> dict[int, float]:
+        """Atomic number -> energy (eV) of the isolated-atom frames set aside (see the class doc)."""
+        return dict(self._isolated)
 
     def _read(self, path: Path, number: int, index, format: Optional[str], progress: bool) -> list[Data]:
         import ase.io
@@ -257,7 +298,31 @@ class ASEDataset(CollatedDataset):
             chosen = range(len(read))[keep]
         except IndexError:
             raise DatasetFormatError(f"{path}: index {index!r} is out of range; the file has {len(read)} frames") from None
-        return [self._convert(*read[k], number) for k in ([chosen] if isinstance(chosen, int) else chosen)]
+        frames = []
+        for k in [chosen] if isinstance(chosen, int) else chosen:
+            atoms, where = read[k]
+            if self.isolated_atom_type is not None and atoms.info.get("config_type") == self.isolated_atom_type:
+                self._set_aside(atoms, where)
+            else:
+                frames.append(self._convert(atoms, where, number))
+        return frames
+
+    def _set_aside(self, atoms, where: str) -> None:
+        """Keep an isolated-atom frame's energy as its element's reference."""
+        name = self.label_keys[keys.ENERGY]
+        value = _lookup(atoms, name, per_atom=False) if name is not None else None
+        if len(atoms) != 1 or value is None or atoms.pbc.any():
+            raise DatasetFormatError(
+                f"{where}: config_type={self.isolated_atom_type} marks an isolated atom, but the frame has "
+                f"{len(atoms)} atoms, {'an' if value is not None else 'no'} energy {name!r} and pbc "
+                f"{atoms.pbc.tolist()} (it needs one atom, an energy and no periodicity; pass "
+                "isolated_atom_type=None to read such frames as ordinary structures)")
+        z = int(atoms.numbers[0])
+        energy = float(_as_float_array(value, "energy", name, where).reshape(-1)[0]) * self._scale
+        if z in self._isolated and abs(self._isolated[z] - energy) > 1e-9 * max(1.0, abs(energy)):
+            raise DatasetFormatError(f"{where}: a second isolated {atoms.get_chemical_symbols()[0]} atom with "
+                                     f"another energy ({energy} eV, earlier {self._isolated[z]} eV)")
+        self._isolated[z] = energy
 
     def _convert(self, atoms, where: str, file_number: int) -> Data:
         try:
@@ -293,16 +358,9 @@ class ASEDataset(CollatedDataset):
             else:
                 stress = _stress_3x3(value, where) * self._scale
                 data[label] = torch.as_tensor(stress, dtype=self.dtype).reshape(1, 3, 3)
-        found = frozenset(found)
-        if self._labels is None:
-            self._labels = found
-        elif found != self._labels:
-            raise DatasetFormatError(
-                f"{where}: carries labels {sorted(found)} but earlier frames carry {sorted(self._labels)}; "
-                "every frame needs the same labels (set a key to None to ignore a label)"
-            )
         return data
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.paths)
-        return f"ASEDataset({len(self)}, files=[{names}], labels={sorted(self._labels or ())})"
+        counts = ", ".join(f"{label} {count}" for label, count in self._label_counts.items())
+        return f"ASEDataset({len(self)}, files=[{names}], labels: {counts})"

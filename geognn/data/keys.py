@@ -6,7 +6,10 @@ modules import the names from here instead of spelling string literals.
 Units
 -----
 energy eV, length Å, forces eV/Å, stress eV/Å³ (ASE's sign convention:
-``stress = (1/V) dE/dstrain``). Dataset loaders convert from their source
+``stress = (1/V) dE/dstrain``, positive under tension; pressure is minus the
+trace over 3). Stress errors (training's lines, ``geognn evaluate``,
+``geognn compare``) are over all 9 components of each structure's 3 × 3
+stress, so the off-diagonal pairs count twice, as in the loss. Dataset loaders convert from their source
 units (QM9 ships Hartree, Bohr, Debye) and say so in their docstrings.
 
 Edge direction
@@ -66,6 +69,11 @@ ENERGY = "energy"  # [B] eV
 NODE_ENERGY = "node_energy"  # [N] eV, per-atom energies; ENERGY is their sum (their mean for a "mean" readout)
 FORCES = "forces"  # [N, 3] eV/Å, -dE/dpos
 STRESS = "stress"  # [B, 3, 3] eV/Å³, (1/V) dE/dstrain; periodic systems only
+LABELS = (ENERGY, FORCES, STRESS)  # the labels a dataset may carry, in LABEL_MASK's column order
+# [B, 3] bool, whether the structure carries each of LABELS; present only in datasets whose
+# structures carry different labels (crystals with stress beside molecules without), where a
+# missing label holds zeros and counts in no loss term or error (geognn.data.labels)
+LABEL_MASK = "label_mask"
 UPDATED_POSITIONS = "pos_updated"  # [N, 3] Å, coordinates after coordinate-updating layers (EGNN)
 
 # How each model input and output transforms under rotations, reflections,
@@ -87,6 +95,7 @@ TRANSFORMS = {
     NODE_ENERGY: "node:scalar",
     FORCES: "node:vector",
     STRESS: "graph:rank2",
+    LABEL_MASK: "graph:scalar",
     UPDATED_POSITIONS: "node:position",
     EDGE_INDEX: "edge:index",
     EDGE_VECTORS: "edge:vector",

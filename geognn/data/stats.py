@@ -20,6 +20,7 @@ from torch import Tensor
 from torch_geometric.loader import DataLoader
 
 from geognn.data import keys
+from geognn.data.labels import atom_mask, select, structure_mask
 
 
 def _batches(dataset, batch_size: int) -> Iterator:
@@ -51,12 +52,12 @@ def fit_element_energies(
             raise KeyError(f"the dataset has no {energy_key!r} labels to fit element energies to")
         z = batch[keys.ATOMIC_NUMBERS]
         seen = max(seen, int(z.max()))
-        rows.append((z, batch.batch, batch.num_graphs))
-        targets.append(batch[energy_key].detach().to(torch.float64).reshape(-1))
+        rows.append((z, batch.batch, batch.num_graphs, structure_mask(batch, keys.ENERGY)))
+        targets.append(select(batch[energy_key].detach().to(torch.float64).reshape(-1), rows[-1][3]))
     num_elements = (max_atomic_number if max_atomic_number is not None else seen) + 1
     if seen >= num_elements:
         raise ValueError(f"the dataset holds element Z={seen}, above max_atomic_number={num_elements - 1}")
-    counts = torch.cat([composition(z, b, n, num_elements) for z, b, n in rows]).numpy()
+    counts = torch.cat([select(composition(z, b, n, num_elements), mask) for z, b, n, mask in rows]).numpy()
     energies = torch.cat(targets).numpy()
     present = np.flatnonzero(counts.sum(0) > 0)
     solution, _, rank, _ = np.linalg.lstsq(counts[:, present], energies, rcond=None)
@@ -73,12 +74,13 @@ def fit_element_energies(
 
 
 def energy_residuals(dataset, element_energies: Tensor, energy_key: str = keys.ENERGY, batch_size: int = 1024) -> Tensor:
-    """E_b - Σ_Z n_bZ e_Z for every structure [M] (float64), e.g. to set an energy scale."""
+    """E_b - Σ_Z n_bZ e_Z for every structure with an energy [M] (float64), e.g. to set an energy scale."""
     residuals = []
     for batch in _batches(dataset, batch_size):
         reference = element_energies.to(torch.float64)[batch[keys.ATOMIC_NUMBERS]]
         per_structure = torch.zeros(batch.num_graphs, dtype=torch.float64).index_add_(0, batch.batch, reference)
-        residuals.append(batch[energy_key].detach().to(torch.float64).reshape(-1) - per_structure)
+        residual = batch[energy_key].detach().to(torch.float64).reshape(-1) - per_structure
+        residuals.append(select(residual, structure_mask(batch, keys.ENERGY)))
     return torch.cat(residuals)
 
 
@@ -99,12 +101,14 @@ def avg_num_neighbors(dataset, cutoff: float, batch_size: int = 256) -> float:
 
 
 def force_rms(dataset, forces_key: str = keys.FORCES, batch_size: int = 1024) -> float:
-    """sqrt(mean F_ia²) over every force component in the dataset (eV/Å)."""
+    """sqrt(mean F_ia²) over every force component in the dataset (eV/Å), labelled structures only."""
     total, count = 0.0, 0
     for batch in _batches(dataset, batch_size):
         if forces_key not in batch:
             raise KeyError(f"the dataset has no {forces_key!r} labels")
-        forces = batch[forces_key].detach().to(torch.float64)
+        forces = select(batch[forces_key].detach().to(torch.float64), atom_mask(batch, keys.FORCES))
         total += float(forces.square().sum())
         count += forces.numel()
+    if count == 0:
+        raise ValueError("no structure of the dataset carries forces")
     return (total / count) ** 0.5

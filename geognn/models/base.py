@@ -11,6 +11,7 @@ model declares that its energy is a differentiable function of the positions
 """
 
 
+import math
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, NamedTuple, Optional, Sequence
@@ -288,10 +289,12 @@ class EnergyModel(nn.Module):
                 if compute_forces:
                     out[keys.FORCES] = -grads[0]
                 if compute_stress:
-                    volume = torch.linalg.det(cell).abs()
-                    if bool((volume <= 0).any()):
-                        raise ValueError("stress needs a cell with non-zero volume in every structure")
-                    out[keys.STRESS] = grads[1] / volume.view(-1, 1, 1)
+                    # Structures without a cell volume (molecules batched with crystals get a zero
+                    # cell) have no stress: NaN, which losses and errors leave out (geognn.data.labels).
+                    volume = torch.linalg.det(cell).abs().view(-1, 1, 1)
+                    has_volume = volume > 0
+                    stress = grads[1] / torch.where(has_volume, volume, torch.ones_like(volume))
+                    out[keys.STRESS] = torch.where(has_volume, stress, torch.full_like(stress, math.nan))
         return out
 
     def graph_options(self) -> dict[str, Any]:

@@ -105,11 +105,24 @@ def model_from_checkpoint(checkpoint: Union[dict, str, Path], device: Any = "cpu
     name = checkpoint["model_name"]
     if name not in MODELS:
         raise ValueError(f"the checkpoint's model {name!r} is not one of this geognn's models {sorted(MODELS)}")
-    model = MODELS[name].from_config(_runnable_here(checkpoint["model_config"]))
+    model = MODELS[name].from_config(_runnable_here(saved_model_config(checkpoint)))
     state = checkpoint["state_dict"]
     saved_dtype = state["atomic_reference"].dtype
     model.to(saved_dtype).load_state_dict(state)
     return model.to(device=device, dtype=dtype or saved_dtype).eval()
+
+
+# Options added after checkpoints existed whose default changed the model: what a checkpoint
+# without the option was trained with.
+_BEFORE_OPTION = {"painn": {"vector_norm": "paper"}}
+
+
+def saved_model_config(checkpoint: dict) -> dict:
+    """The checkpoint's model config, with options it predates set to what it was trained with."""
+    config = dict(checkpoint["model_config"])
+    for option, value in _BEFORE_OPTION.get(checkpoint["model_name"], {}).items():
+        config.setdefault(option, value)
+    return config
 
 
 def _runnable_here(config: dict) -> dict:

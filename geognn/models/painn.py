@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from geognn.data import keys
 from geognn.models.base import AtomGraph, EnergyModel, EnergyModelConfig, check_at_least, check_positive
 from geognn.nn import MLP, BesselBasis, CosineCutoff
-from geognn.nn.painn import PaiNNMessage, PaiNNUpdate
+from geognn.nn.painn import VECTOR_NORMS, PaiNNMessage, PaiNNUpdate
 
 
 @dataclass
@@ -22,6 +22,10 @@ class PaiNNConfig(EnergyModelConfig):
         num_radial: sin(nπr/c)/r functions the filters are made from (times the cosine cutoff).
         activation: name in `geognn.nn.ACTIVATIONS`.
         avg_num_neighbors: neighbour sums are divided by this (1: the paper's plain sum).
+        vector_norm: how the update block measures its vectors: ``"smooth"``, sqrt(‖V v‖² + 1) − 1,
+            smooth where vectors vanish by symmetry (perfect lattice sites), or ``"paper"``,
+            sqrt(‖V v‖² + 1e-8), whose energy has a cusp there (wrong phonons and force
+            constants); see `geognn.nn.painn`. Checkpoints saved before this option have "paper".
     """
 
     hidden_channels: int = 64
@@ -29,9 +33,12 @@ class PaiNNConfig(EnergyModelConfig):
     num_radial: int = 20
     activation: str = "silu"
     avg_num_neighbors: float = 1.0
+    vector_norm: str = "smooth"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.vector_norm not in VECTOR_NORMS:
+            raise ValueError(f"vector_norm must be one of {', '.join(VECTOR_NORMS)}; got {self.vector_norm!r}")
         check_at_least(self, 2, "hidden_channels", why="the readout halves it")
         check_at_least(self, 1, "num_layers", "num_radial")
         check_positive(self, "avg_num_neighbors")
@@ -52,7 +59,7 @@ class PaiNN(EnergyModel):
             PaiNNMessage(F, config.num_radial, config.activation, config.avg_num_neighbors)
             for _ in range(config.num_layers)
         )
-        self.updates = nn.ModuleList(PaiNNUpdate(F, config.activation) for _ in range(config.num_layers))
+        self.updates = nn.ModuleList(PaiNNUpdate(F, config.activation, config.vector_norm) for _ in range(config.num_layers))
         self.readout = MLP([F, F // 2, 1], config.activation)
         self.reset_parameters()
 

@@ -9,8 +9,22 @@ update (eq. 9-10), per atom, with U, V linear maps over channels (no bias, so
 vectors stay vectors) and (a_vv, a_sv, a_ss) = MLP([h_i, ‖V v_i‖]):
     Δv_i = a_vv ⊙ U v_i                  Δh_i = a_ss + a_sv ⊙ ⟨U v_i, V v_i⟩
 
-Both return the increments; the model adds them. ‖·‖ is sqrt(Σ + ε), so its
-gradient stays finite where vectors start at zero.
+Both return the increments; the model adds them.
+
+‖V v_i‖ is where PaiNN's smoothness is decided. Vector features vanish by
+symmetry wherever an atom sits on a centre of inversion (a perfect fcc or bcc
+site, the middle atom of a collinear triple) and grow linearly with the
+displacement δ from it, so the energy holds ‖c δ‖ = |c| |δ|: a cusp, whose
+force jumps sign across the site and whose force constant (the phonons) is
+undefined. ``vector_norm="paper"`` is the paper's norm with the ε that
+implementations add for a finite gradient, sqrt(Σ + 1e-8): it rounds the
+cusp over |V v| ≲ 1e-4 only, so force/δ still varies by 10× between
+δ = 1e-4 and 1e-2 Å. ``vector_norm="smooth"`` (the default) uses
+sqrt(Σ + 1) − 1, a smooth function of Σ = ‖V v‖²: quadratic (Σ/2) near zero,
+so the energy is analytic in the displacements, and ‖V v‖ − 1 + O(1/‖V v‖)
+for large vectors, so the features keep the norm's linear scale (the squared
+norm Σ alone would be smooth too but grows quadratically). It is invariant
+for the same reason as the norm (a function of ⟨V v, V v⟩).
 """
 
 from __future__ import annotations
@@ -23,7 +37,8 @@ from torch import Tensor, nn
 from geognn.nn.message_passing import ScalarVectorMessagePassing
 from geognn.nn.mlp import MLP
 
-_NORM_EPSILON = 1e-8
+_NORM_EPSILON = 1e-8  # the "paper" form's ε (SchNetPack's value)
+VECTOR_NORMS = ("smooth", "paper")
 
 
 class PaiNNMessage(ScalarVectorMessagePassing):
@@ -79,9 +94,12 @@ class PaiNNMessage(ScalarVectorMessagePassing):
 class PaiNNUpdate(nn.Module):
     """Update block: (h [N, F], v [N, F, 3]) -> (Δh, Δv), mixing scalars and vector norms and products per atom."""
 
-    def __init__(self, channels: int, activation: str = "silu"):
+    def __init__(self, channels: int, activation: str = "silu", vector_norm: str = "smooth"):
         super().__init__()
+        if vector_norm not in VECTOR_NORMS:
+            raise ValueError(f"vector_norm must be one of {VECTOR_NORMS}, got {vector_norm!r}")
         self.channels = channels
+        self.smooth = vector_norm == "smooth"
         self.U = nn.Linear(channels, channels, bias=False)
         self.V = nn.Linear(channels, channels, bias=False)
         self.mlp = MLP([2 * channels, channels, 3 * channels], activation)
@@ -94,6 +112,7 @@ class PaiNNUpdate(nn.Module):
     def forward(self, h: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         uv = self.U(v.transpose(1, 2)).transpose(1, 2)  # [N, F, 3]: channels mixed, components kept
         vv = self.V(v.transpose(1, 2)).transpose(1, 2)
-        norm = torch.sqrt(vv.pow(2).sum(-1) + self.norm_epsilon)  # [N, F]
+        square = vv.pow(2).sum(-1)  # [N, F]
+        norm = torch.sqrt(square + 1.0) - 1.0 if self.smooth else torch.sqrt(square + self.norm_epsilon)
         a_vv, a_sv, a_ss = torch.split(self.mlp(torch.cat([h, norm], dim=-1)), self.channels, dim=-1)
         return a_ss + a_sv * (uv * vv).sum(-1), a_vv.unsqueeze(-1) * uv

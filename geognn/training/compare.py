@@ -7,6 +7,7 @@ A comparison recipe is a training recipe whose ``model`` section is replaced by 
       egnn: {hidden_channels: 64, num_layers: 4}          # label = a name in MODELS: its options
       schnet: {}
       egnn-wide: {name: egnn, options: {hidden_channels: 128}}   # any label: name + options
+      painn-slow: {name: painn, options: {}, optim: {lr: 5.0e-4}}   # + this model's own optim settings
     seeds: [0, 1]
     data: ...      # the same data, split, loss, optim (budget) and device for every run
     log: {run_dir: runs/compare}
@@ -25,7 +26,9 @@ Optional keys: ``train_sizes`` (a learning curve: every model × size × seed, r
 budget per size by ``size_budget``: ``epochs`` or ``steps``), ``search`` with per-model
 ``search:`` spaces (`geognn.training.search`: an equal-budget Optuna search whose best values
 every run then trains with), ``rank_by`` (``energy_mae`` or ``forces_mae``, the default when
-forces are trained) and ``bootstrap_samples``. Models that cannot give the trained forces are
+forces are trained), ``bootstrap_samples``, ``models.LABEL.optim`` (settings of that model's
+optimizer, e.g. a learning rate it needs; everything else stays shared) and ``materials``
+(crystal physics of every model against a reference potential: `geognn.training.physics`). Models that cannot give the trained forces are
 left out with the reason.
 
 The report (`geognn.training.report`: ``report.md``, ``leaderboard.md``, ``.csv``, ``.png``,
@@ -83,6 +86,8 @@ class CompareConfig:
     spaces: dict = field(default_factory=dict)
     tuned: dict = field(default_factory=dict)
     left_out: dict = field(default_factory=dict)
+    optim: dict = field(default_factory=dict)  # label -> optim settings of that model only (models.LABEL.optim)
+    materials: Optional[object] = None  # MaterialsSettings: crystal physics against a reference potential
 
     def largest_size(self) -> Optional[int]:
         return max(self.train_sizes) if self.train_sizes else None
@@ -104,6 +109,8 @@ class CompareConfig:
         budget per `size_budget`) and, unless ``tuned`` is False, the model's searched values."""
         log = replace(self.base.log, run_dir=str(self.run_dir(label, seed, size)))
         config = replace(self.base, model=self.models[label], seed=seed, log=log)
+        if self.optim.get(label):
+            config = replace(config, optim=replace(config.optim, **self.optim[label]))
         if size is not None:
             optim = config.optim
             if self.size_budget == "steps":  # the same optimizer steps at every size
@@ -138,6 +145,7 @@ def parse_compare(mapping) -> CompareConfig:
     rank_by = mapping.pop("rank_by", None)
     bootstrap_samples = mapping.pop("bootstrap_samples", 10000)
     search_raw = mapping.pop("search", None)
+    materials_raw = mapping.pop("materials", None)
     if not isinstance(models_raw, dict) or not models_raw:
         raise ConfigError("models: give a mapping from labels (names in MODELS) to their options")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
@@ -156,7 +164,7 @@ def parse_compare(mapping) -> CompareConfig:
         raise ConfigError(f"rank_by must be one of {', '.join(RANK_METRICS)}; got {rank_by!r}")
     if not isinstance(bootstrap_samples, int) or bootstrap_samples < 100:
         raise ConfigError(f"bootstrap_samples: expected an integer of at least 100, got {bootstrap_samples!r}")
-    models, spaces_raw = {}, {}
+    models, spaces_raw, optim = {}, {}, {}
     for label, value in models_raw.items():
         value = {} if value is None else value
         if not isinstance(value, dict):
@@ -164,6 +172,9 @@ def parse_compare(mapping) -> CompareConfig:
         if "search" in value:
             value = dict(value)
             spaces_raw[str(label)] = value.pop("search")
+        if "optim" in value:  # this model's own optimizer settings (no model has an option of that name)
+            value = dict(value)
+            optim[str(label)] = value.pop("optim")
         if "name" in value:
             section = from_dict(ModelSection, value, f"models.{label}")
         else:
@@ -182,8 +193,17 @@ def parse_compare(mapping) -> CompareConfig:
         raise ConfigError("size_budget: steps trains optim.max_steps at every training-set size; set optim.max_steps")
     if rank_by == "forces_mae" and base.loss.forces_weight == 0:
         raise ConfigError("rank_by: forces_mae needs force training (loss.forces_weight > 0)")
+    for label, settings in optim.items():
+        if not isinstance(settings, dict) or not settings:
+            raise ConfigError(f"models.{label}.optim: expected a mapping of optim settings, got {settings!r}")
+        from_dict(type(base.optim), {**dataclasses.asdict(base.optim), **settings}, f"models.{label}.optim")
+    materials = None
+    if materials_raw is not None:
+        from geognn.training.physics import MaterialsSettings
+
+        materials = from_dict(MaterialsSettings, materials_raw, "materials")
     config = CompareConfig(base, models, list(seeds), train_sizes=train_sizes, size_budget=size_budget,
-                           rank_by=rank_by, bootstrap_samples=bootstrap_samples)
+                           rank_by=rank_by, bootstrap_samples=bootstrap_samples, optim=optim, materials=materials)
     return _with_search(config, search_raw, spaces_raw)
 
 
@@ -457,6 +477,7 @@ def run_row(label: str, seed: int, run_dir: Path, device: str, measure: bool) ->
         "unit": metrics.get("unit", "eV"),
         "energy_mae": metrics["energy_mae"],
         "forces_mae": metrics.get("forces_mae"),
+        "stress_mae": metrics.get("stress_mae"),
         "train_s": wall,
         "steps": max((row["step"] for row in log_rows), default=0),
         "best_step": metrics["step"],
@@ -602,6 +623,12 @@ def compare(config: Union[CompareConfig, str, Path], measure: bool = True, log=p
         best = search_all(config, log=log, rerun_changed=rerun_changed)
         config = replace(config, tuned={label: found["values"] for label, found in best.items()})
     rows = run_all(config, measure=measure, log=log, rerun_changed=rerun_changed)
+    if config.materials is not None:
+        from geognn.training.physics import add_materials
+
+        largest = config.largest_size()
+        add_materials(config.materials, [row for row in rows if row.get("train_size") == largest],
+                      Path(config.base.log.run_dir), log)
     return rows, write_report(config, rows)
 
 

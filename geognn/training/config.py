@@ -51,8 +51,18 @@ class DataSection:
     ``batch_size`` is per process: with DDP over P processes each optimizer
     step sees P × batch_size structures.
 
+    ``val_paths`` / ``test_paths`` (``dataset: ase`` only) read the validation
+    / test structures from their own files, with the same options as
+    ``options.paths`` (MACE's ``--valid_file`` / ``--test_file``): with
+    ``test_paths`` the training files are split into training and validation
+    by a two-part ``split``; with ``val_paths`` too they are all training.
+    The test part is evaluated when training ends.
+
     Normalisation is computed from the training split: ``atom_reference:
-    fit`` fits per-element energies by least squares (``none`` skips them);
+    fit`` fits per-element energies by least squares (``none`` skips them;
+    ``isolated`` takes them from the isolated-atom frames of the training
+    files, ``config_type=IsolatedAtom`` as in MACE; a mapping such as
+    ``{Cu: -0.5, Al: -0.3}`` gives them in eV);
     ``intensive`` (None = decided by the target: QM9 homo, lumo and gap are
     intensive) switches to a mean readout with mean/std scaling.
     """
@@ -69,10 +79,23 @@ class DataSection:
     eval_batch_size: Optional[int] = None
     num_workers: int = 0
     intensive: Optional[bool] = None
-    atom_reference: str = "fit"  # fit | none
+    atom_reference: Union[str, dict] = "fit"  # fit | none | isolated | {element: eV}
+    val_paths: Union[str, list, None] = None
+    test_paths: Union[str, list, None] = None
 
     def __post_init__(self):
-        _choose(self.atom_reference, ("fit", "none"), "data.atom_reference")
+        if isinstance(self.atom_reference, dict):
+            _check_energies(self.atom_reference)
+        else:
+            _choose(self.atom_reference, ("fit", "none", "isolated"), "data.atom_reference")
+        for name in ("val_paths", "test_paths"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [value])
+            elif value is not None and (not isinstance(value, list) or not value):
+                raise ConfigError(f"data.{name} must be a file or a non-empty list of files, got {value!r}")
+            if value is not None and self.dataset != "ase":
+                raise ConfigError(f"data.{name} reads files with the ase dataset; data.dataset is {self.dataset!r}")
         if self.split_by is not None:
             _choose(self.split_by, ("molecule",), "data.split_by")
         if self.batch_size < 1:
@@ -83,6 +106,17 @@ class DataSection:
             raise ConfigError(f"data.train_size must be a positive number of structures, got {self.train_size}")
         if self.subset is not None and self.subset < 1:
             raise ConfigError(f"data.subset must be a positive number of structures, got {self.subset}")
+
+
+def _check_energies(mapping: dict) -> None:
+    """``data.atom_reference`` as a mapping: element symbols (or atomic numbers) to energies in eV."""
+    from ase.data import atomic_numbers
+
+    for element, energy in mapping.items():
+        if not (element in atomic_numbers or (isinstance(element, int) and 1 <= element <= 118)):
+            raise ConfigError(f"data.atom_reference: {element!r} is not an element symbol or atomic number")
+        if isinstance(energy, bool) or not isinstance(energy, (int, float)):
+            raise ConfigError(f"data.atom_reference: the energy of {element} must be a number (eV), got {energy!r}")
 
 
 @dataclass

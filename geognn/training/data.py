@@ -17,6 +17,7 @@ from torch.utils.data import Sampler
 
 from geognn.data import MD17, QM9, ASEDataset, QM9xTB, keys
 from geognn.data.collated import group_split_indices, random_split_indices
+from geognn.data.labels import label_counts
 from geognn.data.units import display_unit
 from geognn.training.config import ConfigError, DataSection, LossSection
 
@@ -89,6 +90,38 @@ def load_splits(section: DataSection, dtype: torch.dtype):
             raise ConfigError(f"data.subset={section.subset} but the dataset has only {len(dataset)} structures")
         generator = torch.Generator().manual_seed(section.subset_seed)
         dataset = dataset.index_select(torch.randperm(len(dataset), generator=generator)[: section.subset].sort().values)
+    if section.val_paths is not None:  # every structure of the training files trains
+        parts = [dataset, _separate(section, "val_paths", dtype)]
+        parts.append(_separate(section, "test_paths", dtype) if section.test_paths is not None else _empty(dataset))
+    else:
+        parts = _split(dataset, section)
+        if section.test_paths is not None:
+            if len(parts[2]):
+                raise ConfigError(f"data.split {section.split} makes a test part, but data.test_paths gives the test "
+                                  "structures; split the training files in two, e.g. split: [0.9, 0.1]")
+            parts[2] = _separate(section, "test_paths", dtype)
+    if section.train_size is not None:
+        parts[0] = _first_structures(parts[0], section)
+    return dataset, parts, target_of(dataset, section)
+
+
+def _empty(dataset):
+    return dataset.index_select(torch.zeros(0, dtype=torch.long))
+
+
+def _separate(section: DataSection, name: str, dtype: torch.dtype):
+    """The structures of ``data.val_paths`` or ``data.test_paths``, read with the training files' options."""
+    from dataclasses import replace
+
+    paths = getattr(section, name)
+    dataset = build_dataset(replace(section, options={**section.options, "paths": paths}), dtype)
+    if len(dataset) == 0:
+        raise ConfigError(f"data.{name}: {', '.join(map(str, paths))} hold no structures")
+    return dataset
+
+
+def _split(dataset, section: DataSection) -> list:
+    """[train, val, test] of the seeded split (test empty for a two-part split)."""
     split = section.split if isinstance(section.split, str) else list(section.split)
     if section.split_by == "molecule" and keys.GROUP not in dataset[0]:
         raise ConfigError(
@@ -106,10 +139,8 @@ def load_splits(section: DataSection, dtype: torch.dtype):
     if len(parts) not in (2, 3) or len(parts[0]) == 0 or len(parts[1]) == 0:
         raise ConfigError(f"data.split must give non-empty train and validation parts (and optionally test); got {split}")
     if len(parts) == 2:
-        parts.append(dataset.index_select(torch.zeros(0, dtype=torch.long)))
-    if section.train_size is not None:
-        parts[0] = _first_structures(parts[0], section)
-    return dataset, parts, target_of(dataset, section)
+        parts.append(_empty(dataset))
+    return parts
 
 
 def _first_structures(train, section: DataSection):
@@ -175,16 +206,54 @@ def describe(section: DataSection) -> str:
     return f"the ase dataset {paths if isinstance(paths, str) else ', '.join(map(str, paths))}"
 
 
-def check_labels(dataset, section: DataSection, loss: LossSection) -> None:
-    """Refuse, before training starts, a force or stress term the dataset has no labels for."""
-    first = dataset[0]
-    for weight, key, source in (("forces_weight", keys.FORCES, "md17, qm9_xtb, or an ASE file with forces"),
-                                ("stress_weight", keys.STRESS, "an ASE file of periodic structures with stress")):
-        if getattr(loss, weight) > 0 and key not in first:
+_WEIGHTS = {keys.ENERGY: "energy_weight", keys.FORCES: "forces_weight", keys.STRESS: "stress_weight"}
+_SOURCES = {keys.ENERGY: "a dataset with energies", keys.FORCES: "md17, qm9_xtb, or an ASE file with forces",
+            keys.STRESS: "an ASE file of periodic structures with stress"}
+
+
+def check_labels(train, section: DataSection, loss: LossSection) -> dict[str, int]:
+    """How many training structures carry each label; refuse, before anything is written, a loss
+    term whose label no training structure carries (structures without it only leave the term)."""
+    counts = label_counts(train)
+    for label, weight in _WEIGHTS.items():
+        if getattr(loss, weight) > 0 and not counts.get(label):
+            key = section.options.get(f"{label}_key", label) if section.dataset == "ase" else label
+            name = repr(label)
+            if section.dataset == "ase":
+                name = f"{label} (data.options.{label}_key is {'null' if key is None else repr(key)})"
             raise ConfigError(
-                f"loss.{weight} is {getattr(loss, weight)} but {describe(section)} has no {key!r} labels; "
-                f"set loss.{weight}: 0, or train on a dataset with {key} ({source})"
+                f"loss.{weight} is {getattr(loss, weight)} but no training structure of {describe(section)} "
+                f"carries {name}; set loss.{weight}: 0, or train on {_SOURCES[label]}"
             )
+    return counts
+
+
+def given_references(section: DataSection, dataset, train, max_atomic_number: int) -> Optional[torch.Tensor]:
+    """Per-element energies [max_atomic_number + 1] (eV) that ``data.atom_reference`` gives (isolated atoms or
+    a mapping), or None when they are fitted or not used; every training element needs one."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    choice = section.atom_reference
+    if choice == "isolated":
+        energies = getattr(dataset, "isolated_atom_energies", None)
+        if not energies:
+            raise ConfigError(f"data.atom_reference: isolated, but {describe(section)} has no isolated-atom frames "
+                              "(one atom, no cell, config_type=IsolatedAtom in the extxyz comment line)")
+        where = "isolated-atom frame"
+    elif isinstance(choice, dict):
+        energies = {atomic_numbers.get(element, element): float(value) for element, value in choice.items()}
+        where = "entry in data.atom_reference"
+    else:
+        return None
+    missing = sorted(elements(train) - set(energies))
+    if missing:
+        raise ConfigError(f"data.atom_reference: no {where} for {', '.join(chemical_symbols[z] for z in missing)}, "
+                          "which the training structures hold")
+    references = torch.zeros(max_atomic_number + 1, dtype=torch.float64)
+    for z, energy in energies.items():
+        if z <= max_atomic_number:
+            references[z] = energy
+    return references
 
 
 class EpochBatches(Sampler):
@@ -226,5 +295,5 @@ def shard(num: int, world_size: int, rank: int) -> torch.Tensor:
     return torch.arange(rank, num, world_size)
 
 
-__all__ = ["DATASETS", "Target", "build_dataset", "target_of", "load_splits", "check_labels", "describe",
+__all__ = ["DATASETS", "Target", "build_dataset", "target_of", "load_splits", "check_labels", "given_references", "describe",
            "elements", "unseen_elements", "smallest_train_size", "EpochBatches", "shard"]

@@ -11,6 +11,7 @@ from ase.data import chemical_symbols
 from torch_geometric.loader import DataLoader
 
 from geognn.data import ASEDataset, keys
+from geognn.data.labels import label_counts
 from geognn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from geognn.training.config import ConfigError, DataSection, TrainConfig, from_dict, load_config
 from geognn.training.data import DATASETS, Target, describe, load_splits
@@ -38,7 +39,7 @@ def evaluate_model(model, loader, device, loss: Loss, forward: Optional[Callable
     """
     if forward is None:
         def forward(model, batch):
-            return model(batch, compute_forces=loss.wants_forces, compute_stress=loss.wants_stress)
+            return model(batch, compute_forces=loss.wants_forces, compute_stress=loss.stress_of(batch))
     stats = ErrorStats()
     loss_totals = {name: [0.0, 0] for name in loss.weights}
     kept = {"energy": [], "energy_ref": [], "num_atoms": [], "baseline": [], "forces": [], "forces_ref": []}
@@ -138,7 +139,8 @@ def _check_data(dataset, checkpoint: dict, data) -> None:
 
 
 def evaluate_checkpoint(checkpoint: Union[str, Path, dict], data=None, split: str = "test", device="cpu",
-                        batch_size: int = 64, forces: Optional[bool] = None) -> dict:
+                        batch_size: int = 64, forces: Optional[bool] = None,
+                        stress: Optional[bool] = None) -> dict:
     """MAE and RMSE of a checkpoint's model on a dataset, in the target's unit.
 
     Args:
@@ -147,10 +149,15 @@ def evaluate_checkpoint(checkpoint: Union[str, Path, dict], data=None, split: st
             recipe ``.yaml`` uses its data section; a structure file
             (extxyz, ASE db, ...) is read whole with `ASEDataset`.
         split: train, val, test or all.
-        forces: evaluate forces too (default: when the run trained on them and the data has them).
+        forces: evaluate forces too (default: when the data has them).
+        stress: evaluate stress too (default: when the data has them): the error over all 9
+            components of each labelled structure's stress, eV/Å³, ASE's sign (positive under
+            tension), as training reports it.
 
     Returns:
-        ``{"split", "structures", "target", "unit", "energy_mae", "energy_rmse", ...}``.
+        ``{"split", "structures", "target", "unit", "energy_mae", "energy_rmse", ...}``, with
+        ``forces_mae``/``forces_rmse`` and ``stress_mae``/``stress_rmse`` when evaluated, and
+        ``labelled`` (how many structures carry each label).
 
     Raises:
         ValueError: data without ``energy`` labels, or (data given here) with elements the
@@ -163,15 +170,20 @@ def evaluate_checkpoint(checkpoint: Union[str, Path, dict], data=None, split: st
     dataset, split, target = _dataset_for(checkpoint, data, split, dtype)
     _check_data(dataset, checkpoint, data)
     trained_loss = from_dict(TrainConfig, checkpoint["train_config"]).loss
-    has_forces = keys.FORCES in dataset[0]
-    want_forces = forces if forces is not None else has_forces
-    if want_forces and not has_forces:
-        raise ValueError("forces were asked for but the data has no 'forces' labels")
-    loss = Loss(replace(trained_loss, forces_weight=1.0 if want_forces else 0.0, stress_weight=0.0))
+    counts = label_counts(dataset)
+    wanted = {}
+    for label, asked in ((keys.FORCES, forces), (keys.STRESS, stress)):
+        wanted[label] = asked if asked is not None else label in counts and model.uses_positions
+        if wanted[label] and label not in counts:
+            raise ValueError(f"{label} was asked for but the data has no {label!r} labels")
+        if wanted[label] and not model.uses_positions:
+            raise ValueError(f"{label} was asked for but this model does not use positions, so it has no {label}")
+    loss = Loss(replace(trained_loss, forces_weight=1.0 if wanted[keys.FORCES] else 0.0,
+                        stress_weight=1.0 if wanted[keys.STRESS] else 0.0))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     result = evaluate_model(model, loader, device, loss)
     return {"split": split, "structures": len(dataset), "target": target.name, "unit": target.unit,
-            "intensive": target.intensive, **result.stats.result()}
+            "intensive": target.intensive, "labelled": counts, **result.stats.result()}
 
 
 __all__ = ["Evaluation", "evaluate_model", "combined_loss", "evaluate_checkpoint"]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geognn.data import keys
+from geognn.data.labels import atom_mask, select, structure_mask
 from geognn.data.units import display_unit
 from geognn.training.config import LossSection
 
@@ -31,21 +32,24 @@ _SUFFIX = {"energy": "", "energy_per_atom": "/atom", "forces": "/Å", "stress": 
 
 def prediction_errors(out: dict, batch, want_forces: bool, want_stress: bool) -> dict[str, Tensor]:
     """Prediction − reference for each labelled quantity: energy [B] and per atom [B] (float64),
-    forces [N, 3], stress [B, 3, 3]."""
+    forces [N, 3], stress [B, 3, 3] (all 9 components, ASE's sign).
+
+    In a batch of mixed labels (`keys.LABEL_MASK`) each holds the labelled structures (or their
+    atoms) only, so that means over the errors count exactly the labels that exist. A quantity
+    asked for that the batch has no labels of at all is left out (training refuses such a loss
+    term before it starts: `geognn.training.data.check_labels`).
+    """
     sizes = torch.diff(batch.ptr).to(torch.float64) if hasattr(batch, "ptr") and batch.ptr is not None else None
     energy = out[keys.ENERGY].to(torch.float64) - batch[keys.ENERGY].to(torch.float64).reshape(-1)
-    errors = {"energy": energy}
     if sizes is None:
         sizes = torch.full_like(energy, float(batch[keys.ATOMIC_NUMBERS].numel()))
-    errors["energy_per_atom"] = energy / sizes
-    if want_forces:
-        if keys.FORCES not in batch:
-            raise KeyError("the loss has a force term but the data has no 'forces' labels")
-        errors["forces"] = out[keys.FORCES] - batch[keys.FORCES]
-    if want_stress:
-        if keys.STRESS not in batch:
-            raise KeyError("the loss has a stress term but the data has no 'stress' labels")
-        errors["stress"] = out[keys.STRESS] - batch[keys.STRESS].reshape(out[keys.STRESS].shape)
+    labelled = structure_mask(batch, keys.ENERGY)
+    errors = {"energy": select(energy, labelled), "energy_per_atom": select(energy / sizes, labelled)}
+    if want_forces and keys.FORCES in batch:
+        errors["forces"] = select(out[keys.FORCES] - batch[keys.FORCES], atom_mask(batch, keys.FORCES))
+    if want_stress and keys.STRESS in batch:
+        error = out[keys.STRESS] - batch[keys.STRESS].reshape(out[keys.STRESS].shape)
+        errors["stress"] = select(error, structure_mask(batch, keys.STRESS))
     return errors
 
 
@@ -77,10 +81,19 @@ class Loss:
     def wants_stress(self) -> bool:
         return "stress" in self.weights
 
+    def stress_of(self, batch) -> bool:
+        """Whether to compute stress for ``batch``: the loss has a stress term and the batch has
+        cells and stress labels (a test file of molecules has neither)."""
+        return self.wants_stress and keys.CELL in batch and keys.STRESS in batch
+
     def sums(self, errors: dict[str, Tensor]) -> dict[str, tuple[Tensor, int]]:
-        """Per term: (sum of elementwise losses of the errors, number of items)."""
+        """Per term: (sum of elementwise losses of the errors, number of items); a term without errors
+        (labels the batch lacks) is (0, 0), so that every process reports the same terms."""
         result = {}
         for name in self.weights:
+            if name not in errors:
+                result[name] = (errors["energy"].new_zeros(()), 0)
+                continue
             error = errors[name]
             result[name] = (_elementwise(error, self.section.kind, self.section.huber_delta).sum(), error.numel())
         return result

@@ -26,6 +26,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from geognn.data import keys
+from geognn.data.labels import select, structure_mask
 from geognn.data.stats import fit_element_energies, force_rms
 from geognn.training.data import Target
 
@@ -64,36 +65,45 @@ class Normalization:
 
 
 def _energies_sizes_elements(dataset) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Energies and sizes of the structures with an energy label, and the elements of all."""
     energies, sizes, elements = [], [], set()
     for batch in DataLoader(dataset, batch_size=1024):
-        energies.append(batch[keys.ENERGY].to(torch.float64).reshape(-1))
-        sizes.append(torch.diff(batch.ptr))
+        labelled = structure_mask(batch, keys.ENERGY)
+        energies.append(select(batch[keys.ENERGY].to(torch.float64).reshape(-1), labelled))
+        sizes.append(select(torch.diff(batch.ptr), labelled))
         elements.update(torch.unique(batch[keys.ATOMIC_NUMBERS]).tolist())
     return torch.cat(energies), torch.cat(sizes).to(torch.float64), sorted(elements)
 
 
 def compute_normalization(train, target: Target, max_atomic_number: int, fit_references: bool,
-                          use_forces: bool) -> Normalization:
-    """Normalisation from the training split (see the module doc)."""
+                          use_forces: bool, references: Optional[torch.Tensor] = None) -> Normalization:
+    """Normalisation from the training split (see the module doc); ``references`` [Z + 1] (eV) are
+    per-element energies given instead of fitted (isolated atoms, or the recipe's own values).
+    Only structures with an energy label enter the energy statistics."""
     if len(train) == 0:
         raise ValueError("the training split is empty; normalisation needs at least one structure")
     energies, sizes, elements = _energies_sizes_elements(train)
     if not bool(torch.isfinite(energies).all()):
         bad = int(torch.nonzero(~torch.isfinite(energies))[0])
         raise ValueError(f"training structure {bad} has a non-finite '{keys.ENERGY}' label; clean the dataset first")
-    references = torch.zeros(max_atomic_number + 1, dtype=torch.float64)
+    given = references is not None
+    references = torch.zeros(max_atomic_number + 1, dtype=torch.float64) if not given else references.double()
+    shift, scale = 0.0, 1.0
     if target.intensive:
-        shift, scale = float(energies.mean()), float(energies.std()) if len(energies) > 1 else 1.0
+        if len(energies):
+            shift, scale = float(energies.mean()), float(energies.std()) if len(energies) > 1 else 1.0
     else:
-        if fit_references:
+        if fit_references and not given and len(energies):
             references = fit_element_energies(train, max_atomic_number=max_atomic_number)
         reference_sums = torch.cat([
-            torch.zeros(batch.num_graphs, dtype=torch.float64).index_add_(0, batch.batch, references[batch.z])
+            select(torch.zeros(batch.num_graphs, dtype=torch.float64).index_add_(0, batch.batch, references[batch.z]),
+                   structure_mask(batch, keys.ENERGY))
             for batch in DataLoader(train, batch_size=1024)
         ])
         per_atom = (energies - reference_sums) / sizes
-        shift = float(per_atom.mean())
-        scale = float(per_atom.std()) if len(per_atom) > 1 else 1.0
+        if len(per_atom):
+            shift = float(per_atom.mean())
+            scale = float(per_atom.std()) if len(per_atom) > 1 else 1.0
         if use_forces:
             scale = force_rms(train)
     if not math.isfinite(scale) or scale <= 0:

@@ -128,6 +128,7 @@ def summarize(rows: list[dict], metric: Optional[str] = None) -> list[dict]:
         runs = [row for row in rows if row["model"] == label]
         maes = [row["energy_mae"] for row in runs]
         forces = [row["forces_mae"] for row in runs if row.get("forces_mae") is not None]
+        stress = [row["stress_mae"] for row in runs if row.get("stress_mae") is not None]
         summary.append({
             "model": label,
             "parameters": runs[0]["parameters"],
@@ -137,6 +138,8 @@ def summarize(rows: list[dict], metric: Optional[str] = None) -> list[dict]:
             "energy_mae_std": _std(maes),
             "forces_mae": _mean(forces) if forces else None,
             "forces_mae_std": _std(forces) if forces else None,
+            "stress_mae": _mean(stress) if stress else None,
+            "stress_mae_std": _std(stress) if stress else None,
             "train_s": _mean([row["train_s"] for row in runs]),
             "inference_per_s": _mean([row.get("inference_per_s", math.nan) for row in runs]),
             "peak_memory_mb": _median([row.get("peak_memory_mb", math.nan) for row in runs]),
@@ -178,9 +181,12 @@ def leaderboard_lines(summary: list[dict], ranks: dict) -> list[str]:
     unit = summary[0]["unit"]
     _, shown = _scaled(0.0, unit)
     with_forces = all(s["forces_mae"] is not None for s in summary)
+    with_stress = all(s.get("stress_mae") is not None for s in summary)
     header = ["rank", "model", "parameters", f"test MAE ({shown})"]
     if with_forces:
         header.append(f"test force MAE ({shown}/Å)")
+    if with_stress:
+        header.append(f"test stress MAE ({shown}/Å³)")
     header += ["training time (s)", "inference (structures/s)", "peak memory (MB, median)", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + " |"]
     for s in summary:
@@ -188,6 +194,8 @@ def leaderboard_lines(summary: list[dict], ranks: dict) -> list[str]:
                  _pm(_scaled(s["energy_mae"], unit)[0], _scaled(s["energy_mae_std"], unit)[0])]
         if with_forces:
             cells.append(_pm(_scaled(s["forces_mae"], unit)[0], _scaled(s["forces_mae_std"], unit)[0]))
+        if with_stress:
+            cells.append(_pm(_scaled(s["stress_mae"], unit)[0], _scaled(s["stress_mae_std"], unit)[0], digits=2))
         cells += [f"{s['train_s']:.0f}", f"{s['inference_per_s']:.0f}", f"{s['peak_memory_mb']:.0f}", str(s["seeds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -206,7 +214,7 @@ def write_leaderboard(rows: list[dict], out: Union[str, Path], metric: Optional[
     md = out / "leaderboard.md"
     md.write_text("\n".join(leaderboard_lines(summary, shared_ranks_of(summary, pairs, metric))) + "\n")
     table = out / "leaderboard.csv"
-    fields = ["model", "seed", "parameters", "unit", "energy_mae", "forces_mae", "train_s", "steps", "best_step",
+    fields = ["model", "seed", "parameters", "unit", "energy_mae", "forces_mae", "stress_mae", "train_s", "steps", "best_step",
               "inference_per_s", "peak_memory_mb", "device", "run_dir"]
     with open(table, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
@@ -215,8 +223,8 @@ def write_leaderboard(rows: list[dict], out: Union[str, Path], metric: Optional[
     return [md, table, _plot(rows, out / "leaderboard.png", summary[0]["unit"])]
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+def _pm(mean: float, std: float, digits: int = 1) -> str:
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _plot(rows: list[dict], path: Path, unit: str) -> Path:
@@ -352,6 +360,16 @@ def write_report(config, rows: list[dict]) -> list[Path]:
                         f"{min(finished):.4g} | {values} |" if finished else f"| {label} | 0 | | | | |")
         text.append("")
         files.append(plot_history(trials, out / "search_history.png"))
+    if getattr(config, "materials", None) is not None and any("materials" in row for row in main_rows):
+        from geognn.training.physics import materials_lines, reference_values, write_materials_csv
+
+        reference = reference_values(config.materials, out)
+        text += ["## Crystal physics", "", *materials_lines(config.materials, main_rows, reference), ""]
+        files.append(write_materials_csv(main_rows, reference, out / "materials.csv", config.materials))
+    if getattr(config, "optim", None):
+        text += ["## Per-model optimizer settings", "", "Every other setting (data, loss, budget) is shared.", ""]
+        text += [f"- {label}: " + ", ".join(f"optim.{k} = {v}" for k, v in settings.items())
+                 for label, settings in config.optim.items()] + [""]
     if config.left_out:
         text += ["## Left out", ""] + [f"- {label}: {reason}" for label, reason in config.left_out.items()] + [""]
     report = out / "report.md"

@@ -43,10 +43,11 @@ from geognn._checks import FLOAT_DTYPES, resolve_device
 from geognn._subnormals import flush_subnormals
 from geognn.data.stats import avg_num_neighbors
 from geognn.models import MODELS, build_model
-from geognn.models.checkpoint import load_checkpoint, save_checkpoint
+from geognn.models.checkpoint import load_checkpoint, save_checkpoint, saved_model_config
 from geognn.training.checkpointing import CheckpointMixin
 from geognn.training.config import ConfigError, TrainConfig, load_config
-from geognn.training.data import EpochBatches, check_labels, load_splits, shard, unseen_elements
+from geognn.training.data import (EpochBatches, check_labels, given_references, load_splits, shard,
+                                  unseen_elements)
 from geognn.training.evaluate import combined_loss, evaluate_model
 from geognn.training.ema import ExponentialMovingAverage
 from geognn.training.loss import ErrorStats, Loss, format_metrics, prediction_errors
@@ -147,7 +148,8 @@ class Trainer(CheckpointMixin):
             torch.backends.cudnn.allow_tf32 = config.use_tf32
         check_model_and_loss(config)
         dataset, (self.train_set, self.val_set, self.test_set), self.target = load_splits(config.data, self.dtype)
-        check_labels(dataset, config.data, config.loss)
+        self.label_counts = check_labels(self.train_set, config.data, config.loss)
+        self._source = dataset  # holds the isolated-atom energies of data.atom_reference: isolated
         for split, missing in unseen_elements([self.train_set, self.val_set, self.test_set]).items():
             if self.is_main:
                 warnings.warn(f"the {split} split holds element(s) {', '.join(chemical_symbols[z] for z in missing)} "
@@ -208,7 +210,7 @@ class Trainer(CheckpointMixin):
         config = self.config
         if previous is not None:
             normalization = Normalization.from_dict(previous["normalization"])
-            model = MODELS[previous["model_name"]].from_config(previous["model_config"])
+            model = MODELS[previous["model_name"]].from_config(saved_model_config(previous))
             return model.to(self.dtype), normalization
         name = config.model.name
         if name not in MODELS:
@@ -230,6 +232,7 @@ class Trainer(CheckpointMixin):
         normalization = compute_normalization(
             self.train_set, self.target, model.config.max_atomic_number,
             fit_references=config.data.atom_reference == "fit", use_forces=self.loss.wants_forces,
+            references=given_references(config.data, self._source, self.train_set, model.config.max_atomic_number),
         )
         model = model.to(self.dtype)
         normalization.apply(model)
@@ -265,7 +268,7 @@ class Trainer(CheckpointMixin):
     def _forward(self, model, batch):
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
         with autocast:
-            return model(batch, compute_forces=self.loss.wants_forces, compute_stress=self.loss.wants_stress)
+            return model(batch, compute_forces=self.loss.wants_forces, compute_stress=self.loss.stress_of(batch))
 
     def _global_counts(self, sums: dict) -> dict:
         if self.dist.world_size == 1:
@@ -384,8 +387,11 @@ class Trainer(CheckpointMixin):
                 budget += f" ({self.wall_offset / 60:.1f} used before this resume)"
         start = f", resuming at step {self.step:,}" if self.step else ""
         device = f"{self.device} ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else str(self.device)
+        labels = ""
+        if any(count < len(self.train_set) for count in self.label_counts.values()):
+            labels = " (" + ", ".join(f"{count:,} with {label}" for label, count in self.label_counts.items()) + ")"
         return (f"{config.model.name}: {parameters:,} parameters, {config.dtype} on {device}; "
-                f"{config.data.dataset}: train {len(self.train_set):,} / val {len(self.val_set):,} / "
+                f"{config.data.dataset}: train {len(self.train_set):,}{labels} / val {len(self.val_set):,} / "
                 f"test {len(self.test_set):,} structures{split}, target {self.target.name} ({self.target.unit}); "
                 f"{budget}{start}; run folder {self.run_dir}")
 

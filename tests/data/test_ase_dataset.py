@@ -341,27 +341,60 @@ def test_empty_file(tmp_path):
         ASEDataset(path, format="extxyz")
 
 
-def test_inconsistent_labels_name_the_frame(tmp_path):
+def test_mixed_labels_are_masked(tmp_path):
+    """A frame without forces among frames with them: zeros in its place and a mask that says so."""
     rng = np.random.default_rng(10)
     frames = _molecules(rng)
     water = molecule("H2O")
     water.calc = SinglePointCalculator(water, energy=-1.0)  # no forces
     frames.insert(2, water)
     path = _write(tmp_path, "gap", frames)
-    with pytest.raises(DatasetFormatError, match=r"gap\.extxyz, frame 2\b.*forces"):
-        ASEDataset(path)
-    # ignoring the forces makes the file consistent
-    assert ASEDataset(path, forces_key=None).labels == frozenset({keys.ENERGY})
+    dataset = ASEDataset(path, cache=False)
+    assert dataset.label_counts == {keys.ENERGY: len(frames), keys.FORCES: len(frames) - 1}
+    assert dataset.labels == frozenset({keys.ENERGY, keys.FORCES})
+    masks = torch.cat([item[keys.LABEL_MASK] for item in dataset])
+    assert masks[:, 0].all() and not masks[:, 2].any()
+    assert masks[:, 1].tolist() == [k != 2 for k in range(len(frames))]
+    assert torch.equal(dataset[2][keys.FORCES], torch.zeros(3, 3, dtype=dataset[2][keys.FORCES].dtype))
+    assert torch.allclose(dataset[3][keys.FORCES].double(), torch.as_tensor(frames[3].get_forces()), atol=1e-6)
+    # ignoring the forces: every frame carries the same labels, and no mask is added
+    plain = ASEDataset(path, forces_key=None, cache=False)
+    assert plain.labels == frozenset({keys.ENERGY}) and keys.LABEL_MASK not in plain[0]
+    # the cache keeps the counts
+    assert ASEDataset(path).label_counts == ASEDataset(path).label_counts == dataset.label_counts
 
 
-def test_inconsistent_labels_across_files(tmp_path):
+def test_mixed_labels_across_files(tmp_path):
     rng = np.random.default_rng(11)
     good = _write(tmp_path, "good", _molecules(rng))
     water = molecule("H2O")
     water.calc = SinglePointCalculator(water, energy=-1.0)
     other = _write(tmp_path, "other", [water], "traj")
-    with pytest.raises(DatasetFormatError, match=r"other\.traj, frame 0"):
-        ASEDataset([good, other])
+    dataset = ASEDataset([good, other], cache=False)
+    assert dataset.label_counts[keys.FORCES] == len(dataset) - 1
+    assert dataset[len(dataset) - 1][keys.LABEL_MASK].tolist() == [[True, False, False]]
+
+
+def test_crystals_with_clusters_and_isolated_atoms(tmp_path, emt_crystals):
+    """The EMT sample with clusters (no stress) and isolated atoms (set aside as references)."""
+    frames = emt_crystals.make_frames(4, seed=3, clusters=2, isolated=True)
+    path = tmp_path / "mixed.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    dataset = ASEDataset(path, cache=False)
+    assert len(dataset) == 6
+    assert dataset.label_counts == {keys.ENERGY: 6, keys.FORCES: 6, keys.STRESS: 4}
+    assert dataset.isolated_atom_energies == {29: pytest.approx(frames[-2].get_potential_energy()),
+                                              13: pytest.approx(frames[-1].get_potential_energy())}
+    cluster = dataset[4]
+    assert not cluster[keys.PBC].any() and torch.equal(cluster[keys.CELL], torch.zeros_like(cluster[keys.CELL]))
+    assert cluster[keys.LABEL_MASK].tolist() == [[True, True, False]]
+    # read as ordinary frames when asked
+    assert len(ASEDataset(path, cache=False, isolated_atom_type=None)) == 8
+    bad = frames[4].copy()  # a cluster marked as an isolated atom
+    bad.info["config_type"] = "IsolatedAtom"
+    ase.io.write(tmp_path / "bad.extxyz", [frames[0], bad], format="extxyz")
+    with pytest.raises(DatasetFormatError, match=rf"bad\.extxyz, frame 1.*IsolatedAtom.*{len(bad)} atoms"):
+        ASEDataset(tmp_path / "bad.extxyz", cache=False)
 
 
 def test_missing_file(tmp_path):
@@ -650,7 +683,8 @@ def test_every_content_option_is_part_of_the_cache_key():
 
     not_content = {"self", "paths", "transform", "progress", "cache"}
     arguments = set(inspect.signature(ASEDataset.__init__).parameters) - not_content
-    names = {"index", "format", "energy_key", "forces_key", "stress_key", "energy_unit", "dtype", "group_by"}
+    names = {"index", "format", "energy_key", "forces_key", "stress_key", "energy_unit", "dtype", "group_by",
+             "isolated_atom_type"}
     assert arguments == names, "a new ASEDataset option: add it to the cache key and to _CONTENT_OPTIONS"
 
 
@@ -696,3 +730,15 @@ def test_a_cache_whose_stored_key_differs_is_not_used(tmp_path):
 
     shutil.copyfile(in_kcal.cache_path, in_ev.cache_path)  # the eV name now holds the kcal/mol content
     _assert_same_content(ASEDataset(path, cache=folder), ASEDataset(path, cache=False))
+
+
+def test_isolated_atom_option_is_part_of_the_cache_key(tmp_path, emt_crystals):
+    path = tmp_path / "with_atoms.extxyz"
+    ase.io.write(path, emt_crystals.make_frames(2, seed=4, isolated=True), format="extxyz")
+    folder = tmp_path / "cache"
+    aside = ASEDataset(path, cache=folder)
+    kept = ASEDataset(path, cache=folder, isolated_atom_type=None)
+    again = ASEDataset(path, cache=folder)
+    assert (len(aside), len(kept), len(again)) == (2, 4, 2)
+    assert again.isolated_atom_energies == aside.isolated_atom_energies and len(aside.isolated_atom_energies) == 2
+    assert kept.isolated_atom_energies == {}

@@ -11,6 +11,8 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from geognn.data import MAX_ATOMIC_NUMBER, atoms_to_data, keys
+from geognn.data import atoms as atoms_module
+from geognn.data.atoms import COINCIDENT_DISTANCE
 from geognn.graph import periodic_radius_graph
 
 
@@ -67,7 +69,9 @@ def test_default_dtype_is_followed():
 
 def test_periodic_cell():
     atoms = bulk("Cu", "fcc", a=3.6).repeat((2, 1, 1))
-    atoms.positions[0] += atoms.cell[0] * 1.5  # outside the cell: positions are not wrapped
+    # Outside the cell: positions are not wrapped. (Not by 1.5 cell vectors: that lands atom 0 on an
+    # image of atom 1, which atoms_to_data refuses.)
+    atoms.positions[0] += atoms.cell[0] * 1.25
     data = atoms_to_data(atoms, dtype=torch.float64)
     cell, pbc = data[keys.CELL], data[keys.PBC]
     assert cell.shape == (1, 3, 3) and pbc.shape == (1, 3)
@@ -210,3 +214,94 @@ def test_degenerate_periodic_cell_raises(cell, pbc):
     atoms = Atoms("H2", positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=cell, pbc=pbc)
     with pytest.raises(ValueError, match="zero or linearly dependent"):
         atoms_to_data(atoms)
+
+
+# --------------------------------------------------------------------------- coincident atoms
+
+
+@pytest.fixture(params=["every pair", "neighbour search"])
+def check_path(request, monkeypatch):
+    """Small structures are checked by comparing every pair, large ones through a neighbour
+    search; lowering the size limit sends these small ones the second way."""
+    if request.param == "neighbour search":
+        monkeypatch.setattr(atoms_module, "_DENSE_ATOMS", 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_coincidence_threshold(check_path, dtype):
+    """Refused below COINCIDENT_DISTANCE (1e-4 Å), kept above it, whichever way it is looked for."""
+    for gap, refused in ((0.0, True), (0.4 * COINCIDENT_DISTANCE, True), (3 * COINCIDENT_DISTANCE, False),
+                         (0.1, False)):
+        atoms = Atoms("OHH", positions=[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [0.96, gap, 0.0]])
+        if refused:
+            with pytest.raises(ValueError, match=r"H2O: atoms 1 \(H\) and 2 \(H\) are at the same position "
+                                                 r"\(0.9600, 0.0000, 0.0000; .* Å apart\).*closer than 0.0001 Å"):
+                atoms_to_data(atoms, dtype=dtype)
+        else:
+            atoms_to_data(atoms, dtype=dtype)
+
+
+def test_coincidence_through_images_respects_pbc(check_path):
+    cell = [[3.0, 0.0, 0.0], [0.5, 3.0, 0.0], [0.0, 0.4, 3.0]]
+    atoms = Atoms("CO", positions=[[0.1, 0.2, 0.3], [0.1 + 3.5, 0.2 + 3.0, 0.3]], cell=cell, pbc=True)  # + a + b
+    with pytest.raises(ValueError, match=r"atoms 0 \(C\) and 1 \(O\) coincide through the periodic cell: "
+                                         r"atom 1 shifted by \[-1, -1, 0\] cell vectors lies on atom 0"):
+        atoms_to_data(atoms)
+    atoms.pbc = [True, False, True]  # b is not a lattice vector any more: 3 Å apart
+    atoms_to_data(atoms)
+    atoms.pbc = False
+    atoms_to_data(atoms)
+
+
+def test_an_atom_on_its_own_image(check_path):
+    atoms = Atoms("Cu", positions=[[0.0, 0.0, 0.0]], cell=[[2e-5, 0, 0], [0, 3.0, 0], [0, 0, 3.0]], pbc=True)
+    with pytest.raises(ValueError, match=r"cell vector 0 is 2.0e-05 Å long, so atom 0 \(Cu\) coincides with its own"):
+        atoms_to_data(atoms)
+    atoms.pbc = [False, True, True]  # a short vector along a non-periodic direction is no lattice vector
+    atoms_to_data(atoms)
+
+
+def test_both_ways_of_looking_agree_on_random_cells(monkeypatch):
+    """Triclinic cells, mixed pbc, atoms outside the cell: every pair compared and the neighbour
+    search name the same pair (the lowest indices) with the same lattice shift, and both let the
+    structure through once that pair is moved 0.01 Å apart."""
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        pbc = rng.random(3) < 0.7
+        cell = np.diag(rng.uniform(2.5, 6.0, 3)) + rng.uniform(-1.0, 1.0, (3, 3))
+        atoms = Atoms(numbers=rng.integers(1, 10, 12), cell=cell, pbc=pbc,
+                      scaled_positions=rng.uniform(-1.5, 2.5, (12, 3)))
+        i, j = sorted(rng.choice(12, 2, replace=False).tolist())
+        shift = rng.integers(-2, 3, 3) * pbc
+        atoms.positions[j] = atoms.positions[i] - shift @ atoms.cell[:]
+        messages = []
+        for limit in (64, 0):
+            monkeypatch.setattr(atoms_module, "_DENSE_ATOMS", limit)
+            with pytest.raises(ValueError) as error:
+                atoms_to_data(atoms, dtype=torch.float64)
+            messages.append(str(error.value))
+        assert messages[0] == messages[1], trial
+        assert f"atoms {i} (" in messages[0] and f"and {j} (" in messages[0], (trial, messages[0])
+        if shift.any():
+            assert f"shifted by {shift.tolist()} cell vectors" in messages[0], (trial, messages[0])
+        atoms.positions[j] += [0.01, 0.0, 0.0]
+        for limit in (64, 0):
+            monkeypatch.setattr(atoms_module, "_DENSE_ATOMS", limit)
+            atoms_to_data(atoms, dtype=torch.float64)
+
+
+def test_a_large_crystal_is_searched_not_compared_pairwise(monkeypatch):
+    """Past the size limit the pairs come from the neighbour search (an all-pairs comparison of
+    N atoms would hold N² distances)."""
+    crystal = bulk("Si", "diamond", a=5.43, cubic=True).repeat((6, 6, 6))  # 1,728 atoms
+    crystal.positions[1000] = crystal.positions[3] + crystal.cell[2]
+
+    def pairwise(*args):
+        raise AssertionError("compared every pair of a large structure")
+
+    monkeypatch.setattr(atoms_module, "_close_pairs_dense", pairwise)
+    with pytest.raises(ValueError, match=r"Si1728: atoms 3 \(Si\) and 1000 \(Si\) coincide through the periodic cell: "
+                                         r"atom 1000 shifted by \[0, 0, -1\] cell vectors"):
+        atoms_to_data(crystal)
+    crystal.positions[1000] += [0.5, 0.5, 0.5]
+    atoms_to_data(crystal)  # (then 0.9 Å from atom 3: kept)

@@ -61,7 +61,7 @@ def test_mixin_says_which_checks_apply():
     assert tests == set(CHECK_REQUIREMENTS)
     gin, mpnn, egnn = (missing_requirements(MODELS[n]) for n in ("gin", "mpnn", "egnn"))
     assert {"test_forces_match_finite_differences", "test_stress_matches_finite_differences",
-            "test_smooth_at_cutoff", "test_forces_are_trainable"} == set(gin)
+            "test_smooth_at_cutoff", "test_forces_are_trainable", "test_smooth_at_symmetric_sites"} == set(gin)
     assert "positions" in gin["test_forces_match_finite_differences"]
     assert set(mpnn) == set(gin) | {"test_additive_at_large_separation"}
     assert set(egnn) == {"test_refuses_forces_and_stress"}

@@ -60,15 +60,18 @@ def _update_by_hand(update, h, v):
     for i in range(n):
         U_v = update.U.weight @ v[i]  # [F, 3]: channel mixing
         V_v = update.V.weight @ v[i]
-        norm = torch.sqrt((V_v**2).sum(-1) + 1e-8)
+        square = (V_v**2).sum(-1)
+        norm = torch.sqrt(square + 1.0) - 1.0 if update.smooth else torch.sqrt(square + 1e-8)
         a = _dense(update.mlp[2], _silu(_dense(update.mlp[0], torch.cat([h[i], norm]))))
         a_vv, a_sv, a_ss = a[:F], a[F:2 * F], a[2 * F:]
         dh[i], dv[i] = a_ss + a_sv * (U_v * V_v).sum(-1), a_vv.unsqueeze(-1) * U_v
     return dh, dv
 
 
-def test_message_and_update_are_painns_equations_by_hand():
-    """Eq. 7-10 of Schütt et al. 2021 with loops over pairs and channels.
+@pytest.mark.parametrize("vector_norm", ["smooth", "paper"])
+def test_message_and_update_are_painns_equations_by_hand(vector_norm):
+    """Eq. 7-10 of Schütt et al. 2021 with loops over pairs and channels; the norm of V v as the
+    paper's (with ε = 1e-8) or geognn's smooth sqrt(‖V v‖² + 1) − 1.
 
     A block that took v_i for v_j, the direction i -> j reversed, swapped the
     three filter parts, left the cutoff off the filter's bias, or used U v for
@@ -77,7 +80,7 @@ def test_message_and_update_are_painns_equations_by_hand():
     """
     torch.manual_seed(0)
     n, F, R = 5, 3, 4
-    message, update = PaiNNMessage(F, R).double(), PaiNNUpdate(F).double()
+    message, update = PaiNNMessage(F, R).double(), PaiNNUpdate(F, vector_norm=vector_norm).double()
     for param in [*message.parameters(), *update.parameters()]:
         torch.nn.init.normal_(param)
     pos = 1.5 * torch.randn(n, 3, dtype=torch.float64)
@@ -144,3 +147,40 @@ def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match=r"expected h \[N, 4\], v \[N, 4, 3\]"):
         message(torch.zeros(2, 4), torch.zeros(2, 3, 3), torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 6),
                 torch.zeros(0), torch.zeros(0, 3))
+
+
+def test_the_papers_norm_has_a_cusp_at_lattice_sites_and_the_default_has_none():
+    """At a perfect fcc site PaiNN's vectors vanish by symmetry: with the paper's norm the force
+    constant F·d/δ changes with δ (a rounded |δ|); with the smooth default it is constant.
+    The smoothness check is the model contract's (every 3D model runs it)."""
+    from geognn.testing import check_smooth_at_symmetric_sites
+
+    torch.manual_seed(0)
+    paper = PaiNN.from_config({**SMALL, "vector_norm": "paper"}).double().eval()
+    with pytest.raises(AssertionError, match="perfect fcc site"):
+        check_smooth_at_symmetric_sites(paper)
+    smooth = PaiNN.from_config(SMALL).double().eval()
+    smooth.load_state_dict(paper.state_dict())  # the same weights: only the norm differs
+    check_smooth_at_symmetric_sites(smooth)
+    with pytest.raises(ValueError, match="vector_norm"):
+        PaiNN.from_config({**SMALL, "vector_norm": "cusp"})
+
+
+def test_checkpoints_from_before_the_option_keep_the_papers_norm(tmp_path):
+    """A checkpoint saved before vector_norm existed was trained with the paper's form and is
+    rebuilt with it; new checkpoints say which form they hold."""
+    from dataclasses import asdict
+
+    from geognn.models.checkpoint import model_from_checkpoint
+
+    torch.manual_seed(1)
+    model = PaiNN.from_config({**SMALL, "vector_norm": "paper"}).double()
+    config = asdict(model.config)
+    del config["vector_norm"]
+    checkpoint = {"format_version": 1, "model_name": "painn", "model_config": config, "state_dict": model.state_dict(),
+                  "normalization": {}, "train_config": {}, "metrics": {}}
+    old = model_from_checkpoint(checkpoint)
+    assert old.config.vector_norm == "paper" and not old.updates[0].smooth
+    data = atoms_to_data(molecule("CH3CHO"), dtype=torch.float64)
+    assert torch.equal(old(data)["energy"], model.eval()(data)["energy"])
+    assert model_from_checkpoint({**checkpoint, "model_config": asdict(PaiNN.from_config(SMALL).config)}).config.vector_norm == "smooth"

@@ -105,8 +105,8 @@ def _one_line_error(argv, capsys) -> str:
 def test_a_loss_term_without_labels_is_refused_before_training(weight, label, recipe_file, tmp_path, capsys):
     run_dir = tmp_path / "no_labels_run"
     err = _one_line_error(["train", recipe_file, "--run-dir", run_dir, "--set", f"loss.{weight}=1"], capsys)
-    assert err.startswith(f"geognn train: error: loss.{weight} is 1.0 but the qm9 dataset has no '{label}' labels; "
-                          f"set loss.{weight}: 0, or train on a dataset with {label}")
+    assert err.startswith(f"geognn train: error: loss.{weight} is 1.0 but no training structure of the qm9 dataset "
+                          f"carries '{label}'; set loss.{weight}: 0, or train on ")
     assert not run_dir.exists()  # refused before the run started
 
 
