@@ -13,7 +13,7 @@ and one frame in four with a vacancy. Labels come from ASE's effective-medium
 theory potential (`ase.calculators.emt.EMT`: Jacobsen, Stoltze and Nørskov,
 Surf. Sci. 366, 394 (1996)), a real potential none of us wrote, which is
 also the reference the trained models are compared with
-(`examples/crystal_physics.py`): energy (eV), forces (eV/Å) and stress
+(`train/compare_emt_crystals.yaml`, `geognn.materials`): energy (eV), forces (eV/Å) and stress
 (eV/Å³, ASE's sign: positive under tension) in extxyz columns.
 
 ``--clusters N`` adds N non-periodic clusters (13 to 19 atoms cut from a

@@ -367,7 +367,7 @@ def write_report(config, rows: list[dict]) -> list[Path]:
         text += ["## Crystal physics", "", *materials_lines(config.materials, main_rows, reference), ""]
         files.append(write_materials_csv(main_rows, reference, out / "materials.csv", config.materials))
     if getattr(config, "optim", None):
-        text += ["## Per-model optimizer settings", "", "Every other setting (data, loss, budget) is shared.", ""]
+        text += ["## Per-model optimizer settings", "", "Every other setting is the recipe's, shared by all models.", ""]
         text += [f"- {label}: " + ", ".join(f"optim.{k} = {v}" for k, v in settings.items())
                  for label, settings in config.optim.items()] + [""]
     if config.left_out:
