@@ -151,9 +151,7 @@ def _cell(key: str, value: Optional[float], reference: Optional[float], template
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     text = template.format(value)
-    if reference is None or key == "drift_meV_atom":
-        return text
-    if reference == 0:
+    if not reference or key == "drift_meV_atom":  # no reference, or none to take a ratio to
         return text
     return f"{text} ({100.0 * (value - reference) / abs(reference):+.1f}%)"
 
