@@ -5,6 +5,7 @@
     geognn evaluate CHECKPOINT [--data FILE|RECIPE.yaml] [--split test]
     geognn plot RUN_DIR
     geognn compare RECIPE.yaml [--run-dir DIR] [--device cuda] [--set optim.max_epochs=5 ...] [--rerun-changed]
+                   [--only LABEL]
     geognn expressivity [--models painn nequip:l_max=2 ...] [--pairs 2-body 4-chain ...] [--output FILE.md]
     geognn md STRUCTURE CHECKPOINT [CHECKPOINT ...] [--steps 2000 --timestep 0.5 --temperature 300 --langevin] [--overwrite]
     geognn md CELL CHECKPOINT --thermostat npt [--pressure-gpa 0 --barostat-fs 1000 --npt-cell isotropic]
@@ -108,8 +109,14 @@ def _compare(args) -> int:
     overrides = _command_overrides(args)
     for section in ("log", "optim", "data", "loss"):
         mapping.setdefault(section, {})
-    _, files = compare(parse_compare(_set_values(mapping, overrides)), measure=not args.no_measure,
-                       rerun_changed=args.rerun_changed)
+    only = [label for value in args.only or [] for label in value.split(",") if label]
+    rows, files = compare(parse_compare(_set_values(mapping, overrides)), measure=not args.no_measure,
+                          rerun_changed=args.rerun_changed, only=only)
+    if only:
+        for row in rows:
+            print(f"{row['model']} seed {row['seed']}: finished in {row['run_dir']}")
+        print(f"no report with --only: run `geognn compare {args.recipe}` once every model has finished")
+        return 0
     print(files[0].read_text(), end="")
     print("written:", ", ".join(str(f) for f in files))
     return 0
@@ -254,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a shared recipe value")
     comparison.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     comparison.add_argument("--no-measure", action="store_true", help="skip the inference speed and memory runs")
+    comparison.add_argument("--only", action="append", metavar="LABEL[,LABEL]",
+                            help="run only these models (one job per model, in parallel or on a cluster); "
+                                 "no report: a run without --only writes it from the finished runs")
     comparison.add_argument("--rerun-changed", action="store_true",
                             help="train again the runs (and search again the studies) made under another recipe "
                                  "(their folders are kept, renamed seedS.replaced-N); without it they are refused")

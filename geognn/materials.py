@@ -522,16 +522,17 @@ def relative_errors(props: dict[str, float], reference: dict[str, float]) -> dic
     drift_meV_atom, whose reference values sit near an arbitrary or vanishing zero (compare those as
     differences). A reference of exactly 0 gives NaN.
     """
-    errors = {}
-    for key, value in props.items():
-        if key == "seconds" or key in _ABSOLUTE_ONLY or key not in reference:
-            continue
-        ref = float(reference[key])
-        errors[key] = 100.0 * (float(value) - ref) / abs(ref) if ref != 0 else float("nan")
-    return errors
+    return {key: signed_percent(value, reference[key]) for key, value in props.items()
+            if key != "seconds" and key not in _ABSOLUTE_ONLY and key in reference}
+
+
+def signed_percent(value: float, reference: float) -> float:
+    """100 (value - reference) / |reference|; NaN for a reference of 0."""
+    reference = float(reference)
+    return 100.0 * (float(value) - reference) / abs(reference) if reference != 0 else float("nan")
 
 
 __all__ = ["equation_of_state", "elastic_constants", "phonon_frequencies", "vacancy_formation_energy", "nve_drift",
            "npt_volume", "NPTResult",
-           "crystal_properties", "relative_errors", "fcc_reference", "EOSResult", "ElasticResult",
+           "crystal_properties", "relative_errors", "signed_percent", "fcc_reference", "EOSResult", "ElasticResult",
            "VacancyResult", "NVEResult", "FCC_POINTS", "PROPERTIES", "EOS_FORMS"]

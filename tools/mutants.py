@@ -327,6 +327,12 @@ MUTANTS: list[Mutant] = [
     Mutant("labels/isolated-references-ignored", "geognn/training/trainer.py",
            "references=given_references(config.data, self._source, self.train_set, model.config.max_atomic_number),",
            "references=None,", ("tests/training/test_own_data.py::test_mixed_labels_train_and_report_counts",)),
+    Mutant("log/cpu-time-restarts-on-resume", "geognn/training/checkpointing.py",
+           '        self.cpu_offset = state.get("cpu_s", 0.0)', "        self.cpu_offset = 0.0",
+           ("tests/training/test_trainer.py::test_cpu_time_is_logged_and_carried_over_a_resume",)),
+    Mutant("compare/only-ignored", "geognn/training/compare.py",
+           "config = replace(config, models={label: config.models[label] for label in only})", "pass",
+           ("tests/training/test_compare.py::test_only_runs_the_named_models_and_the_report_then_gathers_them",)),
     # ---- tensor-product convolution (NequIP) and the shared base ----
     Mutant("tp/self-connection-dropped", "geognn/nn/tensor_product.py", "            out = out + self.self_connection(x, node_attr)\n",
            "            out = out\n", ("tests/nn/test_tensor_product.py",)),

@@ -187,10 +187,16 @@ class CollatedDataset(InMemoryDataset):
         return TargetInfo("energy", "eV", False, True)
 
     def structure_values(self, key: str) -> Tensor:
-        """A per-structure value [len(self)] (e.g. ``group``) for every structure of this dataset or view."""
-        values = self._data[key].reshape(-1)
-        if values.shape[0] != self.slices[key].shape[0] - 1:
-            raise ValueError(f"{key!r} is not one value per structure")
+        """A per-structure value [len(self)] (e.g. ``group``), or row [len(self), k] of a fixed
+        size (e.g. ``label_mask``), for every structure of this dataset or view, without building
+        the structures."""
+        structures = self.slices[key].shape[0] - 1
+        sizes = self.slices[key].diff()
+        if structures == 0 or not bool((sizes == sizes[0]).all()):
+            raise ValueError(f"{key!r} is not a value (or a row of fixed size) per structure")
+        values = self._data[key].reshape(structures, -1)
+        if values.shape[1] == 1:
+            values = values.reshape(-1)
         if self._indices is not None:
             values = values[torch.as_tensor(list(self.indices()), dtype=torch.long)]
         return values

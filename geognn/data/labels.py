@@ -53,9 +53,7 @@ def label_counts(dataset) -> dict[str, int]:
     if keys.LABEL_MASK not in first:
         return {label: len(dataset) for label in present}
     if hasattr(dataset, "structure_values"):  # collated: no need to build every item
-        values = dataset._data[keys.LABEL_MASK].reshape(-1, len(keys.LABELS))
-        if dataset._indices is not None:
-            values = values[torch.as_tensor(list(dataset.indices()), dtype=torch.long)]
+        values = dataset.structure_values(keys.LABEL_MASK).reshape(-1, len(keys.LABELS))
     else:
         values = torch.cat([item[keys.LABEL_MASK].reshape(-1, len(keys.LABELS)) for item in dataset])
     counts = {label: int(values[:, keys.LABELS.index(label)].sum()) for label in present}

@@ -47,7 +47,7 @@ class CheckpointMixin:
                 "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "best_val": self.best_val, "evals_since_best": self.evals_since_best,
                 "last_eval_step": self.last_eval_step, "val_metrics": dict(self.val_metrics),
-                "wall_s": self._wall(), "world_size": self.dist.world_size,
+                "wall_s": self._wall(), "cpu_s": self._cpu(), "world_size": self.dist.world_size,
                 "torch_rng": torch.get_rng_state(),
             }
         return checkpoint
@@ -73,4 +73,5 @@ class CheckpointMixin:
         for name in ("step", "epoch", "batch_in_epoch", "best_val", "evals_since_best", "last_eval_step", "val_metrics"):
             setattr(self, name, state[name])
         self.wall_offset = state["wall_s"]
+        self.cpu_offset = state.get("cpu_s", 0.0)  # absent from checkpoints written before it was kept
         torch.set_rng_state(state["torch_rng"])

@@ -33,8 +33,8 @@ left out with the reason.
 
 The report (`geognn.training.report`: ``report.md``, ``leaderboard.md``, ``.csv``, ``.png``,
 ``learning_curve.png``, ``search_history.png`` in ``RUN_DIR``) lists per model the parameters,
-the test MAE (mean ± std over seeds), the training time, inference throughput (mean over seeds)
-and peak memory (median over seeds), with paired bootstrap statistics between the models on
+the test MAE (mean ± std over seeds), the training time (wall clock and CPU), inference throughput
+(mean over seeds) and peak memory (median over seeds), with paired bootstrap statistics between the models on
 their per-structure test errors. Throughput and memory are measured after
 training in a fresh process per run (``python -m geognn.training.compare --measure CHECKPOINT``)
 the same way every time (`MEASURE_METHOD`, stored in ``measured.json``; a run measured another
@@ -469,7 +469,8 @@ def run_row(label: str, seed: int, run_dir: Path, device: str, measure: bool) ->
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     info = json.loads((run_dir / "run.json").read_text())
     log_rows = read_log(run_dir)
-    wall = max((row["wall_s"] for row in log_rows if row.get("wall_s") is not None), default=float("nan"))
+    wall, cpu = (max((row[key] for row in log_rows if row.get(key) is not None), default=float("nan"))
+                 for key in ("wall_s", "cpu_s"))  # runs from before cpu_s was logged: NaN
     row = {
         "model": label,
         "seed": seed,
@@ -479,6 +480,7 @@ def run_row(label: str, seed: int, run_dir: Path, device: str, measure: bool) ->
         "forces_mae": metrics.get("forces_mae"),
         "stress_mae": metrics.get("stress_mae"),
         "train_s": wall,
+        "cpu_s": cpu,
         "steps": max((row["step"] for row in log_rows), default=0),
         "best_step": metrics["step"],
         "run_dir": str(run_dir),
@@ -605,7 +607,7 @@ def _peak_rss_mb(start: Optional[float]) -> float:
 
 
 def compare(config: Union[CompareConfig, str, Path], measure: bool = True, log=print,
-            rerun_changed: bool = False) -> tuple[list[dict], list[Path]]:
+            rerun_changed: bool = False, only: Optional[list] = None) -> tuple[list[dict], list[Path]]:
     """Run (or finish) a comparison and write its report; returns the rows and the files.
 
     In order: models that cannot give the trained forces are left out (with the reason, in the
@@ -613,9 +615,20 @@ def compare(config: Union[CompareConfig, str, Path], measure: bool = True, log=p
     become the model's settings; every run is trained (or resumed); the report is written.
 
     ``rerun_changed``: a run or search made under another recipe is moved aside and redone
-    (without it, such a run is refused with a `FileExistsError` naming what changed)."""
+    (without it, such a run is refused with a `FileExistsError` naming what changed).
+
+    ``only``: labels of the models to run (and measure, and whose crystal physics to compute);
+    no report is written, as it would lack the others. Separate jobs (one per model, in parallel
+    or on a cluster) then leave every run finished, and a call without ``only`` writes the report
+    from them."""
     if not isinstance(config, CompareConfig):
         config = load_compare(config)
+    if only:
+        unknown = [label for label in only if label not in config.models]
+        if unknown:
+            raise ValueError(f"--only {', '.join(unknown)}: not a model of this recipe (its models: "
+                             f"{', '.join(config.models)})")
+        config = replace(config, models={label: config.models[label] for label in only})
     config = without_refusing(config, log)
     if config.search is not None:
         from geognn.training.search import search_all
@@ -629,7 +642,7 @@ def compare(config: Union[CompareConfig, str, Path], measure: bool = True, log=p
         largest = config.largest_size()
         add_materials(config.materials, [row for row in rows if row.get("train_size") == largest],
                       Path(config.base.log.run_dir), log)
-    return rows, write_report(config, rows)
+    return rows, ([] if only else write_report(config, rows))
 
 
 def _main(argv=None) -> int:

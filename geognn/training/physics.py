@@ -153,7 +153,9 @@ def _cell(key: str, value: Optional[float], reference: Optional[float], template
     text = template.format(value)
     if not reference or key == "drift_meV_atom":  # no reference, or none to take a ratio to
         return text
-    return f"{text} ({100.0 * (value - reference) / abs(reference):+.1f}%)"
+    from geognn.materials import signed_percent
+
+    return f"{text} ({signed_percent(value, reference):+.1f}%)"
 
 
 def materials_lines(settings: MaterialsSettings, rows: list[dict], reference: dict) -> list[str]:

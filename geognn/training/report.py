@@ -121,8 +121,8 @@ def shared_ranks_of(summary: list[dict], pairs: list[dict], metric: str) -> dict
 
 def summarize(rows: list[dict], metric: Optional[str] = None) -> list[dict]:
     """One line per model, best first by ``metric`` (default: force MAE when every model has it,
-    else energy MAE): the mean (and sample std) over its seeds of the test MAEs, training time and
-    throughput, and the median of the peak memory (robust to one run's allocator having kept more)."""
+    else energy MAE): the mean (and sample std) over its seeds of the test MAEs, training time (wall
+    clock and CPU) and throughput, and the median of the peak memory (robust to one run's allocator having kept more)."""
     summary = []
     for label in dict.fromkeys(row["model"] for row in rows):
         runs = [row for row in rows if row["model"] == label]
@@ -141,6 +141,7 @@ def summarize(rows: list[dict], metric: Optional[str] = None) -> list[dict]:
             "stress_mae": _mean(stress) if stress else None,
             "stress_mae_std": _std(stress) if stress else None,
             "train_s": _mean([row["train_s"] for row in runs]),
+            "cpu_s": _mean([row.get("cpu_s", math.nan) for row in runs]),
             "inference_per_s": _mean([row.get("inference_per_s", math.nan) for row in runs]),
             "peak_memory_mb": _median([row.get("peak_memory_mb", math.nan) for row in runs]),
         })
@@ -187,7 +188,7 @@ def leaderboard_lines(summary: list[dict], ranks: dict) -> list[str]:
         header.append(f"test force MAE ({shown}/Å)")
     if with_stress:
         header.append(f"test stress MAE ({shown}/Å³)")
-    header += ["training time (s)", "inference (structures/s)", "peak memory (MB, median)", "seeds"]
+    header += ["training time (s)", "CPU time (s)", "inference (structures/s)", "peak memory (MB, median)", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + " |"]
     for s in summary:
         cells = [str(ranks[s["model"]]), s["model"], f"{s['parameters']:,}",
@@ -196,7 +197,8 @@ def leaderboard_lines(summary: list[dict], ranks: dict) -> list[str]:
             cells.append(_pm(_scaled(s["forces_mae"], unit)[0], _scaled(s["forces_mae_std"], unit)[0]))
         if with_stress:
             cells.append(_pm(_scaled(s["stress_mae"], unit)[0], _scaled(s["stress_mae_std"], unit)[0], digits=2))
-        cells += [f"{s['train_s']:.0f}", f"{s['inference_per_s']:.0f}", f"{s['peak_memory_mb']:.0f}", str(s["seeds"])]
+        cells += [f"{s['train_s']:.0f}", f"{s['cpu_s']:.0f}", f"{s['inference_per_s']:.0f}", f"{s['peak_memory_mb']:.0f}",
+                  str(s["seeds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -214,8 +216,8 @@ def write_leaderboard(rows: list[dict], out: Union[str, Path], metric: Optional[
     md = out / "leaderboard.md"
     md.write_text("\n".join(leaderboard_lines(summary, shared_ranks_of(summary, pairs, metric))) + "\n")
     table = out / "leaderboard.csv"
-    fields = ["model", "seed", "parameters", "unit", "energy_mae", "forces_mae", "stress_mae", "train_s", "steps", "best_step",
-              "inference_per_s", "peak_memory_mb", "device", "run_dir"]
+    fields = ["model", "seed", "parameters", "unit", "energy_mae", "forces_mae", "stress_mae", "train_s", "cpu_s", "steps",
+              "best_step", "inference_per_s", "peak_memory_mb", "device", "run_dir"]
     with open(table, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

@@ -2,9 +2,11 @@
 
 ``log.csv`` has one row per training log interval (``split=train``, errors
 averaged over the interval's batches) and one per validation (``split=val``,
-EMA weights). Values are in the target's unit (``run.json`` names it). A
-resumed run first drops the rows written after the checkpoint it resumes
-from, so the file reads as one uninterrupted run.
+EMA weights). Values are in the target's unit (``run.json`` names it); ``wall_s`` and
+``cpu_s`` are the wall-clock and CPU time (of the training process, all its threads; data
+workers are processes of their own) since the run began, resumes included. A resumed run
+first drops the rows written after the checkpoint it resumes from, so the file reads as one
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Optional
 
 from geognn.training.loss import QUANTITIES
 
-COLUMNS = ["step", "epoch", "split", "lr", "loss"] + [f"{q}_{s}" for q in QUANTITIES for s in ("mae", "rmse")] + ["wall_s"]
+COLUMNS = (["step", "epoch", "split", "lr", "loss"] + [f"{q}_{s}" for q in QUANTITIES for s in ("mae", "rmse")]
+           + ["wall_s", "cpu_s"])
 
 
 class RunLog:
@@ -39,15 +42,19 @@ class RunLog:
                 self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step)
 
     def _truncate_after(self, step: int) -> None:
+        # Rewritten under today's columns, so that a log from an older geognn (fewer columns) and the
+        # rows this resume appends share one header.
         with open(self.path, newline="") as handle:
-            rows = list(csv.reader(handle))
-        kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= step]
+            kept = [row for row in csv.DictReader(handle) if row.get("step") and int(row["step"]) <= step]
         with open(self.path, "w", newline="") as handle:
-            csv.writer(handle).writerows(kept)
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
 
-    def write(self, step: int, epoch: int, split: str, lr: float, loss: float, metrics: dict, wall_s: float) -> None:
+    def write(self, step: int, epoch: int, split: str, lr: float, loss: float, metrics: dict, wall_s: float,
+              cpu_s: float) -> None:
         values = {"step": step, "epoch": epoch, "split": split, "lr": f"{lr:.6g}", "loss": f"{loss:.8g}",
-                  "wall_s": f"{wall_s:.2f}"}
+                  "wall_s": f"{wall_s:.2f}", "cpu_s": f"{cpu_s:.2f}"}
         values.update({key: f"{value:.8g}" for key, value in metrics.items() if key in COLUMNS})
         with open(self.path, "a", newline="") as handle:
             csv.writer(handle).writerow([values.get(column, "") for column in COLUMNS])

@@ -186,7 +186,7 @@ class Trainer(CheckpointMixin):
         self.evals_since_best = 0
         self.last_eval_step = -1
         self.val_metrics: dict = {}
-        self.wall_offset = 0.0
+        self.wall_offset = self.cpu_offset = 0.0
         if previous is not None:
             self._restore(previous)
         if self.is_main:
@@ -264,6 +264,11 @@ class Trainer(CheckpointMixin):
 
     def _wall(self) -> float:
         return self.wall_offset + (time.perf_counter() - self._started if hasattr(self, "_started") else 0.0)
+
+    def _cpu(self) -> float:
+        """CPU time of this process (all its threads) since training started, resumes included: the
+        budget that a busy machine does not change, unlike the wall time."""
+        return self.cpu_offset + (time.process_time() - self._cpu_started if hasattr(self, "_cpu_started") else 0.0)
 
     def _forward(self, model, batch):
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
@@ -354,7 +359,7 @@ class Trainer(CheckpointMixin):
             self.evals_since_best += 1
         if self.is_main:
             self.log.write(self.step, self.epoch, "val", self.schedule.lr_at(max(self.step - 1, 0)),
-                           metrics["loss"], metrics, self._wall())
+                           metrics["loss"], metrics, self._wall(), self._cpu())
             if improved:
                 save_checkpoint(self._checkpoint(with_training_state=False), self.best_path)
         return metrics
@@ -415,7 +420,7 @@ class Trainer(CheckpointMixin):
 
     def run(self, test: bool = True) -> FitResult:
         config = self.config
-        self._started = time.perf_counter()
+        self._started, self._cpu_started = time.perf_counter(), time.process_time()
         previous_handlers = self._install_signal_handlers()
         # The summary and the validation lines are always printed (a long run is never silent);
         # log.progress: false only drops the bar, or its one-line-per-log_every stand-in.
@@ -450,7 +455,7 @@ class Trainer(CheckpointMixin):
                         train_stats.all_reduce()
                         if self.is_main:
                             self.log.write(self.step, self.epoch, "train", lr, interval_loss / interval_steps,
-                                           train_stats.result(), self._wall())
+                                           train_stats.result(), self._wall(), self._cpu())
                         train_stats, interval_loss, interval_steps = ErrorStats(), 0.0, 0
                     every = config.log.eval_every
                     if (every is not None and self.step % every == 0) or (every is None and end_of_epoch):

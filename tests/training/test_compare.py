@@ -147,6 +147,32 @@ def test_command_line(tmp_path, capsys):
     assert "| 1 |" in out and "leaderboard.png" in out
 
 
+def test_only_runs_the_named_models_and_the_report_then_gathers_them(tmp_path, capsys):
+    """--only trains just the named models (one job per model) and writes no report; a call
+    without it finds them finished, trains the rest, and reports all. The CPU time of each run is
+    in the leaderboard."""
+    recipe = tiny_recipe(tmp_path / "cmp", seeds=[0])
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["compare", str(path), "--only", "egnn,gin", "--no-measure"]) == 0
+    out = capsys.readouterr().out
+    assert "no report with --only" in out and "egnn seed 0: finished" in out and "gin seed 0: finished" in out
+    assert {p.name for p in (tmp_path / "cmp").iterdir()} == {"egnn", "gin"}
+    assert main(["compare", str(path), "--only", "schnet", "--no-measure"]) != 0
+    assert "--only schnet: not a model of this recipe (its models: egnn, egnn-wide, gin)" in capsys.readouterr().err
+    said = []
+    rows, files = compare(parse_compare(recipe), measure=False, log=said.append)
+    assert [line.split(":")[0] for line in said] == ["egnn seed 0", "egnn-wide seed 0", "gin seed 0"]
+    assert "finished already" in said[0] and "training" in said[1] and "finished already" in said[2]
+    table = (tmp_path / "cmp" / "leaderboard.md").read_text().splitlines()
+    column = table[0].split("|").index(" CPU time (s) ")
+    shown = {line.split("|")[2].strip(): float(line.split("|")[column]) for line in table[2:]}
+    assert shown == {row["model"]: round(row["cpu_s"]) for row in rows}
+    with open(tmp_path / "cmp" / "leaderboard.csv", newline="") as handle:
+        assert all(float(row["cpu_s"]) > 0 for row in csv.DictReader(handle))
+    assert all(0 < row["cpu_s"] <= 2 * row["train_s"] + 1 for row in rows), [(r["cpu_s"], r["train_s"]) for r in rows]
+
+
 # ------------------------------------------------------------------ runs of another recipe
 
 

@@ -320,3 +320,33 @@ def test_time_budget_counts_the_sessions_before_a_resume(qm9_recipe, capsys):
         assert trainer._wall() >= trainer.wall_offset
     finally:
         trainer.close()
+
+
+def test_cpu_time_is_logged_and_carried_over_a_resume(qm9_recipe):
+    """log.csv gains cpu_s, the training process's CPU time: it grows row by row, a resumed run
+    continues from the checkpoint's value (not from zero), and a log written before the column
+    existed is rewritten under the new header when a resume appends to it."""
+    import csv
+
+    from geognn.training import fit
+    from geognn.training.runlog import COLUMNS, read_log
+
+    first = fit(qm9_recipe(optim={"max_steps": 2}, log={"log_every": 1, "eval_every": 1}))
+    run_dir = first.last_checkpoint.parent
+    rows = read_log(run_dir)
+    cpu = [row["cpu_s"] for row in rows]
+    assert cpu == sorted(cpu) and cpu[-1] > 0
+    saved = torch.load(first.last_checkpoint, weights_only=True)["training_state"]["cpu_s"]
+    assert saved >= cpu[-1] - 0.005  # the log rounds to 10 ms
+    # As an older geognn wrote it: no cpu_s column.
+    with open(run_dir / "log.csv", newline="") as handle:
+        old = [{k: v for k, v in row.items() if k != "cpu_s"} for row in csv.DictReader(handle)]
+    with open(run_dir / "log.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[c for c in COLUMNS if c != "cpu_s"])
+        writer.writeheader()
+        writer.writerows(old)
+    fit(qm9_recipe(optim={"max_steps": 4}, log={"log_every": 1, "eval_every": 1}), resume=True)
+    with open(run_dir / "log.csv", newline="") as handle:
+        assert next(csv.reader(handle)) == COLUMNS
+    resumed = [row for row in read_log(run_dir) if row["step"] > 2]
+    assert resumed and all(row["cpu_s"] > saved for row in resumed)
