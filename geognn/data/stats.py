@@ -52,8 +52,9 @@ def fit_element_energies(
             raise KeyError(f"the dataset has no {energy_key!r} labels to fit element energies to")
         z = batch[keys.ATOMIC_NUMBERS]
         seen = max(seen, int(z.max()))
-        rows.append((z, batch.batch, batch.num_graphs, structure_mask(batch, keys.ENERGY)))
-        targets.append(select(batch[energy_key].detach().to(torch.float64).reshape(-1), rows[-1][3]))
+        labelled = structure_mask(batch, keys.ENERGY)
+        rows.append((z, batch.batch, batch.num_graphs, labelled))
+        targets.append(select(batch[energy_key].detach().to(torch.float64).reshape(-1), labelled))
     num_elements = (max_atomic_number if max_atomic_number is not None else seen) + 1
     if seen >= num_elements:
         raise ValueError(f"the dataset holds element Z={seen}, above max_atomic_number={num_elements - 1}")

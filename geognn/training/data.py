@@ -9,7 +9,7 @@ so that a resumed run sees the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -111,8 +111,6 @@ def _empty(dataset):
 
 def _separate(section: DataSection, name: str, dtype: torch.dtype):
     """The structures of ``data.val_paths`` or ``data.test_paths``, read with the training files' options."""
-    from dataclasses import replace
-
     paths = getattr(section, name)
     dataset = build_dataset(replace(section, options={**section.options, "paths": paths}), dtype)
     if len(dataset) == 0:
@@ -184,8 +182,6 @@ def unseen_elements(parts) -> dict:
 def smallest_train_size(section: DataSection, parts, wanted: set) -> Optional[int]:
     """The smallest ``data.train_size`` whose training structures hold every element of ``wanted``
     (None when the whole training part does not)."""
-    from dataclasses import replace
-
     if not wanted <= elements(parts[0]):
         return None
     low, high = 1, len(parts[0])
@@ -217,9 +213,9 @@ def check_labels(train, section: DataSection, loss: LossSection) -> dict[str, in
     counts = label_counts(train)
     for label, weight in _WEIGHTS.items():
         if getattr(loss, weight) > 0 and not counts.get(label):
-            key = section.options.get(f"{label}_key", label) if section.dataset == "ase" else label
             name = repr(label)
             if section.dataset == "ase":
+                key = section.options.get(f"{label}_key", label)
                 name = f"{label} (data.options.{label}_key is {'null' if key is None else repr(key)})"
             raise ConfigError(
                 f"loss.{weight} is {getattr(loss, weight)} but no training structure of {describe(section)} "

@@ -27,7 +27,7 @@ from torch_geometric.loader import DataLoader
 
 from geognn.data import keys
 from geognn.data.labels import select, structure_mask
-from geognn.data.stats import fit_element_energies, force_rms
+from geognn.data.stats import energy_residuals, fit_element_energies, force_rms
 from geognn.training.data import Target
 
 
@@ -95,12 +95,7 @@ def compute_normalization(train, target: Target, max_atomic_number: int, fit_ref
     else:
         if fit_references and not given and len(energies):
             references = fit_element_energies(train, max_atomic_number=max_atomic_number)
-        reference_sums = torch.cat([
-            select(torch.zeros(batch.num_graphs, dtype=torch.float64).index_add_(0, batch.batch, references[batch.z]),
-                   structure_mask(batch, keys.ENERGY))
-            for batch in DataLoader(train, batch_size=1024)
-        ])
-        per_atom = (energies - reference_sums) / sizes
+        per_atom = energy_residuals(train, references) / sizes
         if len(per_atom):
             shift = float(per_atom.mean())
             scale = float(per_atom.std()) if len(per_atom) > 1 else 1.0
