@@ -180,12 +180,12 @@ class PyGRunner(PeerRunner):
         return self.model(self.batch.z, self.batch.pos, self.batch.batch)
 
 
-def check_same_outputs(runners: dict, peer: str) -> dict:
+def check_same_outputs(runners: dict, peer: str, tolerance: float = 1e-4) -> dict:
     """Relative energy and force differences of the two models; stops if they compute different functions."""
     (e_peer, f_peer), (e_ours, f_ours) = runners[peer].inference(), runners["geognn"].inference()
     errors = {"energy": float((e_peer - e_ours).abs().max() / e_peer.abs().max()),
               "forces": float((f_peer - f_ours).abs().max() / f_peer.abs().max())}
-    if max(errors.values()) > 1e-4:
+    if max(errors.values()) > tolerance:
         raise SystemExit(f"the two models disagree (relative errors {errors}); not timing different functions")
     return errors
 
@@ -197,11 +197,14 @@ def random_targets(batch, device):
             torch.randn(batch.num_nodes, 3, generator=generator).to(device))
 
 
-def run_peer_benchmark(doc: str, script: str, peer: str, setup, modes, same_weights: bool = False) -> None:
+def run_peer_benchmark(doc: str, script: str, peer: str, setup, modes, same_weights: bool = False,
+                       add_arguments=None, tolerance: float = 1e-4) -> None:
     """The whole peer comparison: ``setup(args) -> (device, batch, num_edges, runners)`` with runners
     ``{peer: ..., "geognn": ...}`` having ``model`` and one method per mode; ``modes`` are (method, label).
-    ``same_weights``: the two models compute one function; checked (and reported) before timing."""
-    args = parse_arguments(doc, peer)
+    ``same_weights``: the two models compute one function, checked (and reported) before timing: the
+    largest relative energy and force differences (float32) must stay within ``tolerance``.
+    ``add_arguments(parser)``: the script's own options."""
+    args = parse_arguments(doc, peer, add_arguments)
     if args.memory_child:
         device, _, _, runners = setup(args)
         print(json.dumps({"peak_bytes": peak_train_step_bytes(runners[args.memory_child], device)}))
@@ -210,7 +213,7 @@ def run_peer_benchmark(doc: str, script: str, peer: str, setup, modes, same_weig
     counts = {name: sum(p.numel() for p in runner.model.parameters()) for name, runner in runners.items()}
     if counts[peer] != counts["geognn"]:
         print(f"warning: parameter counts differ: {counts}")
-    agreement = check_same_outputs(runners, peer) if same_weights else None
+    agreement = check_same_outputs(runners, peer, tolerance) if same_weights else None
     times = interleaved_medians(runners, [mode for mode, _ in modes], args.warmup, args.rounds, device)
     result = {
         "times_s": times, "parameters": counts, "atoms": int(batch.num_nodes), "edges": int(num_edges),
@@ -237,10 +240,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, rounds: int = 10, warm
     parser.add_argument("--json", help="also write the results here")
 
 
-def parse_arguments(doc: str, peer: str) -> argparse.Namespace:
+def parse_arguments(doc: str, peer: str, add_arguments=None) -> argparse.Namespace:
     """The options every peer benchmark takes (``--memory-child`` is internal: one model's peak in a fresh process)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     add_common_arguments(parser)
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--memory-child", choices=[peer, "geognn"], help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -29,7 +29,7 @@ from geognn.nn.dimenet import (
     triplet_cos_angle,
 )
 from geognn.nn.mlp import lookup
-from geognn.nn.triplet_ops import TripletPattern, triplet_pattern
+from geognn.nn.triplet_ops import triplet_pattern
 
 ANGLE_VERTICES = {"kji": "j", "jik": "i"}
 
@@ -152,24 +152,17 @@ class DimeNet(EnergyModel):
         rbf = self.rbf(edge_len)  # [E, R]
         sbf = self.sbf(edge_len, cos_angle, idx_kj)  # [T, S * R]
 
-        pattern = self._triplet_pattern(idx_kj, idx_ji, edge_index.shape[1])
+        # One sparsity pattern for every block's fused triplet sum.
+        pattern = triplet_pattern(idx_ji, idx_kj, edge_index.shape[1], edge_index.shape[1])
         m = self.emb(z, rbf, edge_index)  # [E, F]
         # Output block b reads the messages before interaction b, the last one those after all.
         # (zip over whole lists: TorchScript cannot call the modules of a slice output_blocks[1:].)
         energy = torch.zeros(z.shape[0], 1, dtype=m.dtype, device=m.device)
         for output, interaction in zip(self.output_blocks, self.interaction_blocks):
             energy = energy + output(m, rbf, receiver, z.shape[0])
-            if pattern is None:
-                m = interaction(m, rbf, sbf, idx_kj, idx_ji)
-            else:
-                m = interaction(m, rbf, sbf, idx_kj, idx_ji, pattern)
+            m = interaction(m, rbf, sbf, idx_kj, idx_ji, pattern)
         energy = energy + self.output_blocks[-1](m, rbf, receiver, z.shape[0])
         return {keys.NODE_ENERGY: energy.squeeze(-1)}
-
-    def _triplet_pattern(self, idx_kj: Tensor, idx_ji: Tensor, num_edges: int) -> None:
-        # DimeNet's blocks take no pattern. Annotated None, not Optional: TorchScript then
-        # knows `pattern is None` while compiling and leaves out the call that passes one.
-        return None
 
     # ----------------------------------------------------------------- PyG weights
 
@@ -283,10 +276,6 @@ class DimeNetPP(DimeNet):
             c.hidden_channels, c.int_emb_size, c.basis_emb_size, c.num_spherical, c.num_radial,
             c.num_before_skip, c.num_after_skip, c.activation,
         )
-
-    def _triplet_pattern(self, idx_kj: Tensor, idx_ji: Tensor, num_edges: int) -> TripletPattern:
-        # One sparsity pattern for every block's fused triplet sum.
-        return triplet_pattern(idx_ji, idx_kj, num_edges, num_edges)
 
     def _pyg_angular_sign(self) -> Tensor:
         # PyG's DimeNet++ measures the angle between x_i - x_j and x_j - x_k, which is

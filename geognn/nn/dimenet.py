@@ -231,15 +231,19 @@ class ResidualLayer(nn.Module):
 
 
 class _LineGraphInteraction(MessagePassing):
-    """Shared update of both interaction blocks: skip connection and residual stacks (paper Fig. 4).
+    """Shared step of both interaction blocks: triplet sum, skip connection and residual stacks (paper Fig. 4).
 
-    Subclasses turn m_kj into line-graph node features in ``forward`` and
-    define ``message`` (per triplet) and ``combine`` (aggregated messages ->
-    [E, F]); aggregation is the sum over the edges k -> j of each edge j -> i.
+    Subclasses turn m_kj and the bases into line-graph node features and a
+    per-triplet basis in ``inputs``, and define ``message`` (per triplet),
+    ``fused_message_and_aggregate`` (the same summed without per-triplet
+    messages) and ``combine`` (aggregated messages -> [E, F]); aggregation is
+    the sum over the edges k -> j of each edge j -> i. ``fused=False`` takes
+    the plain message / aggregate path.
     """
 
-    def __init__(self, hidden_channels: int, num_before_skip: int, num_after_skip: int, activation: str):
+    def __init__(self, hidden_channels: int, num_before_skip: int, num_after_skip: int, activation: str, fused: bool):
         super().__init__(aggr="add", node_dim=0, flow="source_to_target")
+        self.fused = fused
         self.hidden_channels = hidden_channels
         self.activation = activation
         self.act = _activation(activation)
@@ -259,112 +263,6 @@ class _LineGraphInteraction(MessagePassing):
             _glorot(linear)
         for layer in (*self.layers_before_skip, *self.layers_after_skip):
             layer.reset_parameters()
-
-    def pass_messages(self, x: Tensor, sbf: Tensor, m: Tensor, idx_kj: Tensor, idx_ji: Tensor) -> Tensor:
-        """message per triplet (from edge kj's row of ``x``), summed onto edge ji, then update.
-
-        The three steps written out rather than PyG's ``propagate``, whose scripted form would
-        reference torch-scatter (see `geognn.nn.message_passing`).
-        """
-        messages = self.message(x.index_select(0, idx_kj), sbf)
-        shape = list(messages.shape)
-        shape[0] = m.shape[0]
-        return self.update(messages.new_zeros(shape).index_add_(0, idx_ji, messages), m)
-
-    def update(self, aggregated: Tensor, m: Tensor) -> Tensor:
-        h = self.act(self.lin_ji(m)) + self.combine(aggregated)
-        for layer in self.layers_before_skip:
-            h = layer(h)
-        h = self.act(self.lin(h)) + m
-        for layer in self.layers_after_skip:
-            h = layer(h)
-        return h
-
-    def combine(self, aggregated: Tensor) -> Tensor:
-        raise NotImplementedError
-
-
-class DimeNetInteraction(_LineGraphInteraction):
-    """DimeNet interaction: a bilinear layer mixes m_kj with the spherical basis (paper eq. 4-5).
-
-    Messages per triplet are the outer products a_SBF ⊗ (m_kj ⊙ W_rbf e_RBF(d_kj)),
-    [T, num_bilinear, F]; the bilinear weight W [F, num_bilinear, F] is
-    applied after the sum over k, which is the same linear map on fewer rows.
-    """
-
-    def __init__(
-        self,
-        hidden_channels: int,
-        num_bilinear: int,
-        num_spherical: int,
-        num_radial: int,
-        num_before_skip: int = 1,
-        num_after_skip: int = 2,
-        activation: str = "silu",
-    ):
-        super().__init__(hidden_channels, num_before_skip, num_after_skip, activation)
-        self.num_bilinear = num_bilinear
-        self.lin_rbf = nn.Linear(num_radial, hidden_channels, bias=False)
-        self.lin_sbf = nn.Linear(num_spherical * num_radial, num_bilinear, bias=False)
-        self.W = nn.Parameter(torch.empty(hidden_channels, num_bilinear, hidden_channels))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        _glorot(self.lin_rbf)
-        _glorot(self.lin_sbf)
-        nn.init.normal_(self.W, mean=0.0, std=2.0 / self.W.shape[0])
-
-    def forward(self, m: Tensor, rbf: Tensor, sbf: Tensor, idx_kj: Tensor, idx_ji: Tensor) -> Tensor:
-        """m [E, F], rbf [E, num_radial], sbf [T, num_spherical * num_radial], idx_kj/idx_ji [T] -> [E, F]."""
-        x_kj = self.act(self.lin_kj(m)) * self.lin_rbf(rbf)
-        return self.pass_messages(x_kj, self.lin_sbf(sbf), m, idx_kj, idx_ji)
-
-    def message(self, x_j: Tensor, sbf: Tensor) -> Tensor:
-        return sbf.unsqueeze(-1) * x_j.unsqueeze(1)  # [T, num_bilinear, F]
-
-    def combine(self, aggregated: Tensor) -> Tensor:
-        return aggregated.flatten(1) @ self.W.flatten(1).T  # W[out, b, in]
-
-    def extra_repr(self) -> str:
-        return f"hidden_channels={self.hidden_channels}, num_bilinear={self.num_bilinear}, activation={self.activation!r}"
-
-
-class DimeNetPPInteraction(_LineGraphInteraction):
-    """DimeNet++ interaction: m_kj down-projected to ``int_emb_size`` and multiplied by the embedded basis.
-
-    Per triplet: σ(W_down (σ(W_kj m_kj + b) ⊙ W_rbf e_RBF(d_kj)))[kj] ⊙ W_sbf a_SBF;
-    after the sum over k, σ(W_up ·) is added to σ(W_ji m_ji + b) (DimeNet++ Fig. 1).
-    """
-
-    def __init__(
-        self,
-        hidden_channels: int,
-        int_emb_size: int,
-        basis_emb_size: int,
-        num_spherical: int,
-        num_radial: int,
-        num_before_skip: int = 1,
-        num_after_skip: int = 2,
-        activation: str = "silu",
-        fused: bool = True,
-    ):
-        super().__init__(hidden_channels, num_before_skip, num_after_skip, activation)
-        self.fused = fused
-        self.int_emb_size = int_emb_size
-        self.basis_emb_size = basis_emb_size
-        self.lin_rbf1 = nn.Linear(num_radial, basis_emb_size, bias=False)
-        self.lin_rbf2 = nn.Linear(basis_emb_size, hidden_channels, bias=False)
-        self.lin_sbf1 = nn.Linear(num_spherical * num_radial, basis_emb_size, bias=False)
-        self.lin_sbf2 = nn.Linear(basis_emb_size, int_emb_size, bias=False)
-        self.lin_down = nn.Linear(hidden_channels, int_emb_size, bias=False)
-        self.lin_up = nn.Linear(int_emb_size, hidden_channels, bias=False)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        for linear in (self.lin_rbf1, self.lin_rbf2, self.lin_sbf1, self.lin_sbf2, self.lin_down, self.lin_up):
-            _glorot(linear)
 
     def forward(
         self,
@@ -388,17 +286,143 @@ class DimeNetPPInteraction(_LineGraphInteraction):
         Returns:
             [E, F] updated messages.
         """
-        x_kj = self.act(self.lin_kj(m)) * self.lin_rbf2(self.lin_rbf1(rbf))
-        x_kj = self.act(self.lin_down(x_kj))  # [E, int_emb_size]
-        sbf = self.lin_sbf1(sbf)  # [T, basis_emb_size]
+        x_kj, basis = self.inputs(m, rbf, sbf)
         if not self.fused:
-            return self.pass_messages(x_kj, self.lin_sbf2(sbf), m, idx_kj, idx_ji)
+            return self.pass_messages(x_kj, basis, m, idx_kj, idx_ji)
         if pattern is None:
             pattern = triplet_pattern(idx_ji, idx_kj, m.shape[0], m.shape[0])
-        return self.update(self.fused_message_and_aggregate(pattern, x_kj, sbf), m)
+        return self.update(self.fused_message_and_aggregate(pattern, x_kj, basis), m)
+
+    def pass_messages(self, x: Tensor, sbf: Tensor, m: Tensor, idx_kj: Tensor, idx_ji: Tensor) -> Tensor:
+        """message per triplet (from edge kj's row of ``x``), summed onto edge ji, then update.
+
+        The three steps written out rather than PyG's ``propagate``, whose scripted form would
+        reference torch-scatter (see `geognn.nn.message_passing`).
+        """
+        messages = self.message(x.index_select(0, idx_kj), sbf)
+        shape = list(messages.shape)
+        shape[0] = m.shape[0]
+        return self.update(messages.new_zeros(shape).index_add_(0, idx_ji, messages), m)
+
+    def update(self, aggregated: Tensor, m: Tensor) -> Tensor:
+        h = self.act(self.lin_ji(m)) + self.combine(aggregated)
+        for layer in self.layers_before_skip:
+            h = layer(h)
+        h = self.act(self.lin(h)) + m
+        for layer in self.layers_after_skip:
+            h = layer(h)
+        return h
+
+    def inputs(self, m: Tensor, rbf: Tensor, sbf: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def fused_message_and_aggregate(self, pattern: TripletPattern, x: Tensor, sbf: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def combine(self, aggregated: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class DimeNetInteraction(_LineGraphInteraction):
+    """DimeNet interaction: a bilinear layer mixes m_kj with the spherical basis (paper eq. 4-5).
+
+    Messages per triplet are the outer products a_SBF ⊗ (m_kj ⊙ W_rbf e_RBF(d_kj)),
+    [T, num_bilinear, F]; the bilinear weight W [F, num_bilinear, F] is
+    applied after the sum over k, which is the same linear map on fewer rows.
+    ``fused`` (the default) forms that sum without the [T, num_bilinear, F]
+    messages: slice b of it is a rank-1 sparse product of column b of the
+    embedded basis with the m_kj features (`geognn.nn.triplet_ops.spmm`), whose
+    derivatives of every order need no per-triplet features either.
+    """
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        num_bilinear: int,
+        num_spherical: int,
+        num_radial: int,
+        num_before_skip: int = 1,
+        num_after_skip: int = 2,
+        activation: str = "silu",
+        fused: bool = True,
+    ):
+        super().__init__(hidden_channels, num_before_skip, num_after_skip, activation, fused)
+        self.num_bilinear = num_bilinear
+        self.lin_rbf = nn.Linear(num_radial, hidden_channels, bias=False)
+        self.lin_sbf = nn.Linear(num_spherical * num_radial, num_bilinear, bias=False)
+        self.W = nn.Parameter(torch.empty(hidden_channels, num_bilinear, hidden_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _glorot(self.lin_rbf)
+        _glorot(self.lin_sbf)
+        nn.init.normal_(self.W, mean=0.0, std=2.0 / self.W.shape[0])
+
+    def inputs(self, m: Tensor, rbf: Tensor, sbf: Tensor) -> tuple[Tensor, Tensor]:
+        """σ(W_kj m + b) ⊙ W_rbf e_RBF [E, F] and W_sbf a_SBF [T, num_bilinear]."""
+        return self.act(self.lin_kj(m)) * self.lin_rbf(rbf), self.lin_sbf(sbf)
 
     def message(self, x_j: Tensor, sbf: Tensor) -> Tensor:
-        return x_j * sbf  # [T, int_emb_size]
+        return sbf.unsqueeze(-1) * x_j.unsqueeze(1)  # [T, num_bilinear, F]
+
+    def fused_message_and_aggregate(self, pattern: TripletPattern, x: Tensor, sbf: Tensor) -> Tensor:
+        """``message`` summed over each edge's triplets, [E, num_bilinear, F], one rank-1 product per b."""
+        ones = torch.ones(x.shape[1], 1, dtype=x.dtype, device=x.device)
+        return torch.stack([spmm(sbf[:, b : b + 1], x, ones, pattern) for b in range(self.num_bilinear)], dim=1)
+
+    def combine(self, aggregated: Tensor) -> Tensor:
+        return aggregated.flatten(1) @ self.W.flatten(1).T  # W[out, b, in]
+
+    def extra_repr(self) -> str:
+        return (
+            f"hidden_channels={self.hidden_channels}, num_bilinear={self.num_bilinear}, "
+            f"activation={self.activation!r}, fused={self.fused}"
+        )
+
+
+class DimeNetPPInteraction(_LineGraphInteraction):
+    """DimeNet++ interaction: m_kj down-projected to ``int_emb_size`` and multiplied by the embedded basis.
+
+    Per triplet: σ(W_down (σ(W_kj m_kj + b) ⊙ W_rbf e_RBF(d_kj)))[kj] ⊙ W_sbf a_SBF;
+    after the sum over k, σ(W_up ·) is added to σ(W_ji m_ji + b) (DimeNet++ Fig. 1).
+    """
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        int_emb_size: int,
+        basis_emb_size: int,
+        num_spherical: int,
+        num_radial: int,
+        num_before_skip: int = 1,
+        num_after_skip: int = 2,
+        activation: str = "silu",
+        fused: bool = True,
+    ):
+        super().__init__(hidden_channels, num_before_skip, num_after_skip, activation, fused)
+        self.int_emb_size = int_emb_size
+        self.basis_emb_size = basis_emb_size
+        self.lin_rbf1 = nn.Linear(num_radial, basis_emb_size, bias=False)
+        self.lin_rbf2 = nn.Linear(basis_emb_size, hidden_channels, bias=False)
+        self.lin_sbf1 = nn.Linear(num_spherical * num_radial, basis_emb_size, bias=False)
+        self.lin_sbf2 = nn.Linear(basis_emb_size, int_emb_size, bias=False)
+        self.lin_down = nn.Linear(hidden_channels, int_emb_size, bias=False)
+        self.lin_up = nn.Linear(int_emb_size, hidden_channels, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for linear in (self.lin_rbf1, self.lin_rbf2, self.lin_sbf1, self.lin_sbf2, self.lin_down, self.lin_up):
+            _glorot(linear)
+
+    def inputs(self, m: Tensor, rbf: Tensor, sbf: Tensor) -> tuple[Tensor, Tensor]:
+        """σ(W_down (σ(W_kj m + b) ⊙ W_rbf e_RBF)) [E, int_emb_size] and W_sbf1 a_SBF [T, basis_emb_size]."""
+        x_kj = self.act(self.lin_kj(m)) * self.lin_rbf2(self.lin_rbf1(rbf))
+        return self.act(self.lin_down(x_kj)), self.lin_sbf1(sbf)
+
+    def message(self, x_j: Tensor, sbf: Tensor) -> Tensor:
+        return x_j * self.lin_sbf2(sbf)  # [T, int_emb_size]
 
     def fused_message_and_aggregate(self, pattern: TripletPattern, x: Tensor, sbf: Tensor) -> Tensor:
         """``message`` summed over each edge's triplets, without [T, int_emb_size] tensors.

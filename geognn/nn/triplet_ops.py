@@ -22,6 +22,9 @@ kind, which differentiate into each other, so no derivative order needs a
     d sddmm  = (spmm(g, x, W),  spmm_t(g, a, W), outer(g, a, x))      for (a, x, W)
     d outer  = (sddmm(a, x, g), spmm(s, x, g),   spmm_t(s, a, g))     for (s, a, x)
 
+DimeNet's bilinear aggregate Σ_t s[t, b] x[col t, :] is B such products of
+rank 1 (column b of s, W a column of ones), one per bilinear index b.
+
 An empty graph (no triplets) gives zeros. sddmm and outer run over chunks of triplets, so their [chunk, C] products
 stay in cache.
 

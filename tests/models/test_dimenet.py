@@ -99,11 +99,12 @@ def test_supercell_energy_is_extensive_through_periodic_images(name, repeat):
         assert torch.allclose(supercell[keys.FORCES][: len(atoms)], cell[keys.FORCES], atol=1e-10)
 
 
-def test_fused_and_plain_triplet_sums_give_the_same_model():
+@pytest.mark.parametrize("name, options", [("dimenet++", SMALL_PP), ("dimenet", SMALL)])
+def test_fused_and_plain_triplet_sums_give_the_same_model(name, options):
     data = atoms_to_data(bulk("Si", "diamond", a=5.43), dtype=torch.float64)
     torch.manual_seed(0)
-    fused = build_model("dimenet++", **SMALL_PP).double()
-    plain = build_model("dimenet++", **SMALL_PP).double()
+    fused = build_model(name, **options).double()
+    plain = build_model(name, **options).double()
     plain.load_state_dict(fused.state_dict())
     for block in plain.interaction_blocks:
         block.fused = False

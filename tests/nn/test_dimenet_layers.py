@@ -151,9 +151,10 @@ def test_dimenetpp_interaction_is_the_papers_step(fused):
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_dimenet_interaction_is_the_papers_bilinear_step():
+@pytest.mark.parametrize("fused", [True, False])
+def test_dimenet_interaction_is_the_papers_bilinear_step(fused):
     g = setup(1)
-    block = randomize(DimeNetInteraction(F, 3, S, R).double())
+    block = randomize(DimeNetInteraction(F, 3, S, R, fused=fused).double())
     m = torch.randn(len(g["edges"]), F, dtype=torch.float64)
     got = block(m, g["rbf"], g["sbf"], g["idx_kj"], g["idx_ji"])
 

@@ -14,7 +14,7 @@ import torch
 
 import geognn.nn.triplet_ops as triplet_ops
 from geognn.graph import radius_graph, triplets
-from geognn.nn.dimenet import DimeNetPPInteraction
+from geognn.nn.dimenet import DimeNetInteraction, DimeNetPPInteraction
 from geognn.nn.triplet_ops import outer, sddmm, spmm, spmm_t, triplet_pattern
 
 DTYPE = torch.float64
@@ -241,11 +241,18 @@ def test_float32_matches_the_float64_reference(name):
 # --------------------------------------------------------------------------- DimeNet++ block
 
 
-def dimenet_blocks():
+BLOCKS = {  # both interaction blocks, at sizes where every dimension differs; the shape of their triplet sums
+    "dimenet++": (DimeNetPPInteraction, dict(hidden_channels=16, int_emb_size=8, basis_emb_size=4,
+                                            num_spherical=3, num_radial=4), (8,)),
+    "dimenet": (DimeNetInteraction, dict(hidden_channels=16, num_bilinear=5, num_spherical=3, num_radial=4), (5, 16)),
+}
+
+
+def dimenet_blocks(kind="dimenet++"):
     torch.manual_seed(8)
-    kwargs = dict(hidden_channels=16, int_emb_size=8, basis_emb_size=4, num_spherical=3, num_radial=4)
-    fused = DimeNetPPInteraction(**kwargs, fused=True).double()
-    plain = DimeNetPPInteraction(**kwargs, fused=False).double()
+    block, kwargs, _ = BLOCKS[kind]
+    fused = block(**kwargs, fused=True).double()
+    plain = block(**kwargs, fused=False).double()
     plain.load_state_dict(fused.state_dict())
     return fused, plain
 
@@ -258,14 +265,15 @@ def dimenet_inputs(pattern, generator):
     return m, rbf, sbf
 
 
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
 @pytest.mark.parametrize("with_triplets", [True, False])
-def test_fused_dimenet_block_equals_message_passing_to_second_order(with_triplets):
+def test_fused_dimenet_block_equals_message_passing_to_second_order(with_triplets, kind):
     if with_triplets:
         pattern, idx_kj, idx_ji = molecule_pattern()
     else:
         pattern = two_atoms(1.0)
         idx_kj, idx_ji = pattern.col, pattern.row
-    fused, plain = dimenet_blocks()
+    fused, plain = dimenet_blocks(kind)
     generator = torch.Generator().manual_seed(9)
     m, rbf, sbf = dimenet_inputs(pattern, generator)
     weight = torch.randn(pattern.num_rows, 16, dtype=DTYPE, generator=generator)
@@ -290,4 +298,4 @@ def test_fused_dimenet_block_equals_message_passing_to_second_order(with_triplet
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     if with_triplets:
         # the triplet sum matters: dropping it changes the output
-        assert not torch.allclose(out_plain, plain.update(torch.zeros(m.shape[0], 8, dtype=DTYPE), m))
+        assert not torch.allclose(out_plain, plain.update(torch.zeros(m.shape[0], *BLOCKS[kind][2], dtype=DTYPE), m))
