@@ -6,8 +6,8 @@ weights (glorot-orthogonal output layers, so forces are not zero); geognn's
 model is `DimeNetPP.from_pyg` of it, and both must give the same energies
 before anything is timed. ``--model dimenet`` does the same for PyG's
 `DimeNet` at its paper's size (hidden 128, 6 blocks, 8 bilinear, 7 spherical,
-6 radial, cutoff 5 Å) and `DimeNet.from_pyg`. Both run on one batch of QM9 molecules drawn with a
-fixed seed, in float32:
+6 radial, cutoff 5 Å) and `DimeNet.from_pyg`. Both run on one batch of QM9
+molecules drawn with a fixed seed, in float32:
 
 * train step: forward, forces with ``create_graph=True``, backward of an MSE
   loss on energies and forces (no optimizer step: it is the same for both);
@@ -33,7 +33,7 @@ force:
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456 \
         python benchmarks/dimenet_vs_pyg.py                   # glibc keeps freed memory mapped
     python benchmarks/dimenet_vs_pyg.py --device cuda --rounds 30
-    python benchmarks/dimenet_vs_pyg.py --model dimenet --batch-size 8
+    python benchmarks/dimenet_vs_pyg.py --model dimenet --rounds 5   # about 20 minutes here
 """
 
 from __future__ import annotations
